@@ -1,0 +1,139 @@
+"""The one interface the server serves: a plugin normalised to async calls.
+
+Every kind of plugin (nbdkit Python scripts run in worker threads, Trio-native async plugins, the
+built-in ones) is adapted to :class:`Plugin` / :class:`PluginConnection`.  The adapters resolve the
+plugin's own quirks (which ``can_*`` count as true, defaults for missing callbacks) into one
+:class:`ExportInfo`; the server applies nbdkit's generic emulations on top (FUA through flush, zero
+through pwrite, cache through pread, one allocated extent when there are no extents).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Flags passed to plugin callbacks: nbdkit's FLAG_* values, not the NBD wire bits.
+FLAG_MAY_TRIM = 1
+FLAG_FUA = 2
+FLAG_REQ_ONE = 4
+FLAG_FAST_ZERO = 8
+
+# can_fua / can_cache answers.
+FUA_NONE = 0
+FUA_EMULATE = 1
+FUA_NATIVE = 2
+CACHE_NONE = 0
+CACHE_EMULATE = 1
+CACHE_NATIVE = 2
+
+# Extent types (the NBD base:allocation bits).
+EXTENT_HOLE = 1
+EXTENT_ZERO = 2
+
+Buffer = bytes | bytearray | memoryview
+Extent = tuple[int, int, int]
+"""(offset, length, type) as a plugin reports it."""
+
+
+class ThreadModel(enum.IntEnum):
+    """nbdkit's thread models, least to most concurrent."""
+
+    SERIALIZE_CONNECTIONS = 0
+    SERIALIZE_ALL_REQUESTS = 1
+    SERIALIZE_REQUESTS = 2
+    PARALLEL = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ExportInfo:
+    """What a connection's export can do, resolved once after ``open`` (nbdkit caches it too)."""
+
+    size: int
+    can_write: bool = False
+    can_flush: bool = False
+    can_trim: bool = False
+    can_zero: bool = False
+    can_fast_zero: bool = False
+    can_extents: bool = False
+    can_multi_conn: bool = False
+    is_rotational: bool = False
+    can_fua: int = FUA_NONE
+    can_cache: int = CACHE_NONE
+    block_size: tuple[int, int, int] | None = None
+    description: str | None = None
+
+
+class PluginConnection(abc.ABC):
+    """One open handle of a plugin, for one client connection.
+
+    Methods raise :class:`OSError` with an errno to fail a request with that error; any other
+    exception fails it with EIO (the server logs the traceback).  ``flags`` are ``FLAG_*`` values.
+    Methods for operations the export does not advertise are never called.
+    """
+
+    @abc.abstractmethod
+    async def info(self) -> ExportInfo:
+        """Size and capabilities; called once, right after open."""
+
+    @abc.abstractmethod
+    async def pread(self, count: int, offset: int, flags: int) -> Buffer:
+        """Return exactly ``count`` bytes read at ``offset``."""
+
+    async def pwrite(self, buf: memoryview, offset: int, flags: int) -> None:
+        raise OSError(30, "read-only export")  # EROFS
+
+    async def flush(self, flags: int) -> None:
+        raise OSError(95, "flush not supported")
+
+    async def trim(self, count: int, offset: int, flags: int) -> None:
+        raise OSError(95, "trim not supported")
+
+    async def zero(self, count: int, offset: int, flags: int) -> None:
+        """Raise OSError(EOPNOTSUPP) to make the server fall back to writing zeros."""
+        raise OSError(95, "zero not supported")
+
+    async def cache(self, count: int, offset: int, flags: int) -> None:
+        raise OSError(95, "cache not supported")
+
+    async def extents(self, count: int, offset: int, flags: int) -> Sequence[Extent]:
+        raise OSError(95, "extents not supported")
+
+    async def close(self) -> None:
+        """Release the handle; called exactly once, also after a failed connection."""
+
+
+class Plugin(abc.ABC):
+    """A plugin as the server sees it: lifecycle and a factory of connections."""
+
+    name: str = "plugin"
+    thread_model: ThreadModel = ThreadModel.PARALLEL
+
+    async def get_ready(self) -> None:
+        """Called once before the server listens (after config)."""
+
+    async def after_fork(self) -> None:
+        """Called once after the server went to the background (or would have)."""
+
+    async def cleanup(self) -> None:
+        """Called once when the server exits."""
+
+    async def list_exports(self, readonly: bool, is_tls: bool) -> Sequence[tuple[str, str | None]]:
+        """Exports for NBD_OPT_LIST: (name, description)."""
+        return [("", None)]
+
+    async def default_export(self, readonly: bool, is_tls: bool) -> str:
+        """The name an empty export name stands for."""
+        return ""
+
+    async def preconnect(self, readonly: bool) -> None:
+        """Called when a client connects, before the handshake; raise to refuse it."""
+
+    @abc.abstractmethod
+    async def open(self, readonly: bool, export_name: str, is_tls: bool) -> PluginConnection:
+        """Open the export ``export_name`` (already resolved through default_export)."""
+
+    def dump_plugin(self) -> list[str]:
+        """Extra ``key=value`` lines for ``--dump-plugin``."""
+        return []

@@ -1,0 +1,1 @@
+"""triofd: Linux fd-based kernel objects as Trio channels (not built yet)."""

@@ -1,0 +1,1 @@
+"""triokuiper: eKuiper portable plugins as Trio tasks over nng (not built yet)."""
