@@ -9,6 +9,7 @@ connection rather than leave half a reply on the wire.
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,16 +32,20 @@ from ._events import (
     WriteRequest,
     _NeedData,
 )
-from ._export import Export, RequestFailed, nbd_errno, transmission_flags
+from ._export import plan, run_async, run_blocking, transmission_flags
 from ._handshake import ExportDetails, ServerHandshake
 from ._plugins import _context
-from ._plugins._backend import Plugin, PluginConnection, ThreadModel
+from ._plugins._backend import (
+    BlockingOps,
+    Buffer,
+    ExportInfo,
+    Plugin,
+    PluginConnection,
+    ThreadModel,
+)
 from ._transmission import (
     ServerTransmission,
-    block_status_reply,
     error_reply,
-    read_reply_header,
-    simple_reply,
 )
 
 if TYPE_CHECKING:
@@ -49,7 +54,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("trioblock.server")
 
 RECEIVE_SIZE = 256 * 1024 + 1024
-SMALL_REPLY = 64 * 1024  # below this a read reply is joined into one send, above it sent in two
 
 
 @dataclass
@@ -61,6 +65,7 @@ class ServerConfig:
     handshake_timeout: float = 60.0
     structured_replies: bool = True
     shutdown_grace: float = 10.0  # how long in-flight requests may take to finish at shutdown
+    send_buffer: int = 4 * 1024 * 1024  # SO_SNDBUF for client sockets; 0 keeps the kernel's
 
 
 @dataclass
@@ -69,6 +74,12 @@ class SharedLocks:
 
     connections: trio.Lock = field(default_factory=trio.Lock)
     requests: trio.Lock = field(default_factory=trio.Lock)
+
+
+@dataclass(frozen=True, slots=True)
+class _OpenExport:
+    conn: PluginConnection
+    info: ExportInfo
 
 
 class _Broken(Exception):
@@ -141,7 +152,7 @@ class Connection:
             log.info("%s: preconnect refused the client: %s", self.peer, exc)
             return
         hs = ServerHandshake(tls=self.config.tls, structured_replies=self.config.structured_replies)
-        export: Export | None = None
+        export: _OpenExport | None = None
         try:
             with trio.move_on_after(self.config.handshake_timeout) as timeout:
                 done, export = await self._handshake(hs, ctx)
@@ -181,8 +192,8 @@ class Connection:
 
     async def _handshake(
         self, hs: ServerHandshake, ctx: _context.ConnectionContext
-    ) -> tuple[HandshakeComplete | None, Export | None]:
-        export: Export | None = None
+    ) -> tuple[HandshakeComplete | None, _OpenExport | None]:
+        export: _OpenExport | None = None
         try:
             while True:
                 event = hs.next_event()
@@ -218,7 +229,7 @@ class Connection:
 
     async def _open(
         self, hs: ServerHandshake, request: ExportRequest, ctx: _context.ConnectionContext
-    ) -> Export | None:
+    ) -> _OpenExport | None:
         readonly = self.config.readonly
         conn: PluginConnection | None = None
         try:
@@ -235,13 +246,11 @@ class Connection:
             hs.reply_error(w.Rep.ERR_UNKNOWN, f"cannot open export: {exc}")
             return None
         tflags = transmission_flags(info, readonly=readonly, thread_model=self.plugin.thread_model)
-        hs.reply_export(
-            ExportDetails(info.size, tflags, request.name, info.description, info.block_size)
-        )
+        hs.reply_export(ExportDetails(info.size, tflags, name, info.description, info.block_size))
         if request.kind == "info":
             await _close_quietly(conn, flush=False)
             return None
-        return Export(conn, info)
+        return _OpenExport(conn, info)
 
     async def _start_tls(self, hs: ServerHandshake, ctx: _context.ConnectionContext) -> None:
         context = self.config.ssl_context
@@ -259,7 +268,7 @@ class Connection:
     # -- transmission --------------------------------------------------------------------------
 
     async def _transmission(
-        self, hs: ServerHandshake, done: HandshakeComplete, export: Export
+        self, hs: ServerHandshake, done: HandshakeComplete, export: _OpenExport
     ) -> None:
         tflags = transmission_flags(
             export.info, readonly=self.config.readonly, thread_model=self.plugin.thread_model
@@ -273,149 +282,219 @@ class Connection:
         trailing = hs.trailing_data()
         if trailing:
             tx.receive_data(trailing)
-        model = self.plugin.thread_model
-        max_workers = max(1, self.config.threads) if model == ThreadModel.PARALLEL else 1
-        serialize_all = model <= ThreadModel.SERIALIZE_ALL_REQUESTS
         self.in_transmission = True
-        send, receive = trio.open_memory_channel[Request | WriteRequest](0)
-        pool = _WorkerPool(
-            self, export, receive, max_workers, serialize_all, done.structured_replies
+        self.writer = _ReplyWriter(self.stream)
+        model = self.plugin.thread_model
+        pool = _Executors(
+            self,
+            export,
+            max_executors=max(1, self.config.threads) if model == ThreadModel.PARALLEL else 1,
+            serialize_all=model <= ThreadModel.SERIALIZE_ALL_REQUESTS,
+            structured=done.structured_replies,
         )
         async with trio.open_nursery() as nursery:
             pool.nursery = nursery
-            async with send:
+            try:
                 with self._reader_scope:
-                    await self._read_requests(tx, send, pool)
-            # The channel is closed: workers finish what they hold, then the nursery ends.
+                    await self._read_requests(tx, pool)
+            finally:
+                pool.close()  # executors finish the queued requests, then the nursery ends
 
-    async def _read_requests(
-        self,
-        tx: ServerTransmission,
-        send: trio.MemorySendChannel[Request | WriteRequest],
-        pool: _WorkerPool,
-    ) -> None:
+    async def _read_requests(self, tx: ServerTransmission, pool: _Executors) -> None:
         structured = tx.structured_replies
         while True:
             event = tx.next_event()
             if isinstance(event, _NeedData):
+                pool.kick()
+                await pool.wait_for_room()
                 data = await self._receive()
                 if not data:
                     log.debug("%s: client closed without NBD_CMD_DISC", self.peer)
-                    self._stopping = True
                     return
                 tx.receive_data(data)
             elif isinstance(event, RejectedRequest):
                 log.debug("%s: refused request: %s", self.peer, event.reason)
-                async with self._send_lock:
-                    await self._send(
-                        error_reply(event.cookie, event.command, event.error, structured)
-                    )
+                reply = error_reply(event.cookie, event.command, event.error, structured)
+                await self.writer.send([reply])
             elif isinstance(event, Disconnect):
-                self._stopping = True
                 return
             else:
-                pool.ensure_worker()
-                await send.send(event)
-
-    async def reply(self, *parts: bytes | bytearray | memoryview) -> None:
-        async with self._send_lock:
-            for part in parts:
-                await self._send(part)
+                pool.add(event)
 
 
-class _WorkerPool:
+class _ReplyWriter:
+    """One writer per connection that never interleaves replies and coalesces them: whoever finds
+    it idle sends everything queued (with sendmsg on a plain socket, so read data is not copied);
+    others just queue.  Queued bytes are bounded: senders wait while too much is waiting."""
+
+    LIMIT = 32 * 1024 * 1024
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._queue: list[Buffer] = []
+        self._queued = 0
+        self._busy = False
+        self._drained = trio.Event()
+
+    async def send(self, parts: list[Buffer]) -> None:
+        self._queue.extend(parts)
+        self._queued += sum(len(p) for p in parts)
+        if self._busy:
+            while self._busy and self._queued > self.LIMIT:
+                await self._drained.wait()
+            await trio.lowlevel.checkpoint()
+            return
+        self._busy = True
+        try:
+            while self._queue:
+                batch, self._queue, self._queued = self._queue, [], 0
+                await self._send_batch(batch)
+                self._drained.set()
+                self._drained = trio.Event()
+        finally:
+            self._busy = False
+            self._drained.set()
+
+    async def _send_batch(self, batch: list[Buffer]) -> None:
+        try:
+            stream = self.stream
+            if isinstance(stream, trio.SocketStream):
+                await _sendmsg_all(stream.socket, batch)
+            else:
+                await stream.send_all(b"".join(batch))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise _Broken(str(exc)) from exc
+
+
+async def _sendmsg_all(sock: trio.socket.SocketType, buffers: list[Buffer]) -> None:
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    while views:
+        sent = await sock.sendmsg(views[:_IOV_MAX])
+        while sent:
+            n = len(views[0])
+            if sent >= n:
+                sent -= n
+                views.pop(0)
+            else:
+                views[0] = views[0][sent:]
+                sent = 0
+
+
+_IOV_MAX = 1024
+
+
+class _Executors:
+    """Runs queued requests: a few executor tasks, started as needed, each taking a share of the
+    queue at a time (a blocking plugin gets the whole share in one worker-thread hop)."""
+
+    MAX_QUEUED = 256  # requests read ahead before the reader stops reading
+    MAX_QUEUED_BYTES = 128 * 1024 * 1024  # of WRITE payloads
+
     def __init__(
         self,
         conn: Connection,
-        export: Export,
-        receive: trio.MemoryReceiveChannel[Request | WriteRequest],
-        max_workers: int,
+        export: _OpenExport,
+        *,
+        max_executors: int,
         serialize_all: bool,
         structured: bool,
     ) -> None:
         self.conn = conn
         self.export = export
-        self.receive = receive
-        self.max_workers = max_workers
+        self.max_executors = max_executors
         self.serialize_all = serialize_all
         self.structured = structured
-        self.workers = 0
+        self.queue: collections.deque[Request | WriteRequest] = collections.deque()
+        self.queued_bytes = 0
+        self.executors = 0
         self.idle = 0
+        self.closed = False
         self.nursery: trio.Nursery | None = None
+        self._lot = trio.lowlevel.ParkingLot()
+        self._room = trio.Event()
 
-    def ensure_worker(self) -> None:
-        if self.idle == 0 and self.workers < self.max_workers and self.nursery is not None:
-            self.workers += 1
-            self.nursery.start_soon(self._worker, self.receive.clone())
+    def add(self, request: Request | WriteRequest) -> None:
+        self.queue.append(request)
+        if isinstance(request, WriteRequest):
+            self.queued_bytes += len(request.data)
 
-    async def _worker(self, receive: trio.MemoryReceiveChannel[Request | WriteRequest]) -> None:
-        async with receive:
-            while True:
+    def kick(self) -> None:
+        """Wake or start executors for what the reader queued."""
+        waiting = len(self.queue)
+        if not waiting:
+            return
+        if self.idle:
+            self._lot.unpark(count=min(waiting, self.idle))
+        missing = min(waiting - self.idle, self.max_executors - self.executors)
+        for _ in range(max(0, missing)):
+            self.executors += 1
+            assert self.nursery is not None
+            self.nursery.start_soon(self._executor)
+
+    async def wait_for_room(self) -> None:
+        while len(self.queue) >= self.MAX_QUEUED or self.queued_bytes >= self.MAX_QUEUED_BYTES:
+            self._room = trio.Event()
+            await self._room.wait()
+
+    def close(self) -> None:
+        self.closed = True
+        self._lot.unpark_all()
+
+    def _take(self) -> list[Request | WriteRequest]:
+        # Share the queue among the executors that could run now, so a GIL-bound plugin gets
+        # few thread hops while one that sleeps on I/O still gets its parallelism.
+        share = -(-len(self.queue) // max(1, self.max_executors - (self.executors - self.idle - 1)))
+        batch = [self.queue.popleft() for _ in range(max(1, share))]
+        for req in batch:
+            if isinstance(req, WriteRequest):
+                self.queued_bytes -= len(req.data)
+        self._room.set()
+        return batch
+
+    async def _executor(self) -> None:
+        writer = self.conn.writer
+        while True:
+            while not self.queue:
+                if self.closed:
+                    return
                 self.idle += 1
                 try:
-                    request = await receive.receive()
-                except trio.EndOfChannel:
-                    return
+                    await self._lot.park()
                 finally:
                     self.idle -= 1
-                if self.serialize_all:
-                    async with self.conn.locks.requests:
-                        await self._execute(request)
-                else:
-                    await self._execute(request)
+            batch = self._take()
+            if self.serialize_all:
+                async with self.conn.locks.requests:
+                    replies = await self._run(batch)
+            else:
+                replies = await self._run(batch)
+            await writer.send(replies)
 
-    async def _execute(self, req: Request | WriteRequest) -> None:
-        cookie = req.cookie
-        command = w.Cmd.WRITE if isinstance(req, WriteRequest) else req.command
-        ex = self.export
-        fua = bool(req.flags & w.CmdFlag.FUA)
-        try:
-            if isinstance(req, WriteRequest):
-                await ex.write(req.data, req.offset, fua)
-            elif command == w.Cmd.READ:
-                data = await ex.read(req.offset, req.length)
-                head = read_reply_header(cookie, req.offset, req.length, self.structured)
-                if len(data) <= SMALL_REPLY:
-                    await self.conn.reply(head + data)
-                else:
-                    await self.conn.reply(head, data)
-                return
-            elif command == w.Cmd.FLUSH:
-                await ex.flush()
-            elif command == w.Cmd.TRIM:
-                await ex.trim(req.offset, req.length, fua)
-            elif command == w.Cmd.CACHE:
-                await ex.cache(req.offset, req.length)
-            elif command == w.Cmd.WRITE_ZEROES:
-                await ex.zero(
-                    req.offset,
-                    req.length,
-                    may_trim=not req.flags & w.CmdFlag.NO_HOLE,
-                    fast=bool(req.flags & w.CmdFlag.FAST_ZERO),
-                    fua=fua,
-                )
-            elif command == w.Cmd.BLOCK_STATUS:
-                extents = await ex.block_status(
-                    req.offset, req.length, bool(req.flags & w.CmdFlag.REQ_ONE)
-                )
-                await self.conn.reply(block_status_reply(cookie, w.BASE_ALLOCATION_ID, extents))
-                return
-        except RequestFailed as exc:
-            log.debug("%s: %s failed: %s", self.conn.peer, w.Cmd(command).name, exc)
-            await self.conn.reply(error_reply(cookie, command, exc.nbd_error, self.structured))
-            return
-        except OSError as exc:
-            fast = bool(req.flags & w.CmdFlag.FAST_ZERO)
-            df = bool(req.flags & w.CmdFlag.DF)
-            err = nbd_errno(exc.errno, fast_zero=fast, df=df)
-            log.debug("%s: %s failed: %s", self.conn.peer, w.Cmd(command).name, exc)
-            await self.conn.reply(error_reply(cookie, command, err, self.structured))
-            return
-        except Exception:
-            log.exception("%s: %s raised", self.conn.peer, w.Cmd(command).name)
-            await self.conn.reply(error_reply(cookie, command, w.EIO, self.structured))
-            return
-        await self.conn.reply(simple_reply(cookie))
+    async def _run(self, batch: list[Request | WriteRequest]) -> list[Buffer]:
+        export, structured, peer = self.export, self.structured, self.conn.peer
+        ops = export.conn.blocking
+        if ops is not None:
+            limiter = getattr(self.conn.plugin, "limiter", None)  # the host sizes its own pool
+            return await trio.to_thread.run_sync(
+                _run_batch_blocking, ops, batch, export.info, structured, peer, limiter=limiter
+            )
+        replies: list[Buffer] = []
+        for req in batch:
+            replies += await run_async(export.conn, plan(req, export.info, structured, peer))
+        return replies
+
+
+def _run_batch_blocking(
+    ops: BlockingOps,
+    batch: list[Request | WriteRequest],
+    info: ExportInfo,
+    structured: bool,
+    peer: str,
+) -> list[Buffer]:
+    replies: list[Buffer] = []
+    for req in batch:
+        replies += run_blocking(ops, plan(req, info, structured, peer))
+    return replies
 
 
 async def _close_quietly(conn: PluginConnection, *, flush: bool) -> None:

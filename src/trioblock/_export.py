@@ -1,17 +1,22 @@
-"""Running one validated request against a plugin connection, with nbdkit's emulations.
+"""How one validated request becomes plugin calls and a reply, with nbdkit's emulations.
 
-The plugin adapters say what a plugin can do (:class:`ExportInfo`); this module does what
-nbdkit's backend does on top of any plugin: FUA emulated by a flush, WRITE_ZEROES through pwrite
-when the plugin cannot zero (or refuses with EOPNOTSUPP), CACHE emulated by reading, one allocated
-extent when the plugin has no extents, and the mapping of errno values onto the NBD ones.
+A request is planned by a generator (:func:`plan`) that yields the plugin calls it needs as
+``(method, args)`` and returns the reply's bytes.  The same plan runs against an async plugin
+connection (:func:`run_async`) or, batched inside one worker thread, against a blocking one
+(:func:`run_blocking`) — so nbdkit's generic behaviour lives in one place: FUA emulated by a flush,
+WRITE_ZEROES through pwrite when the plugin cannot zero (or refuses with EOPNOTSUPP), CACHE emulated
+by reading, one allocated extent when the plugin has no extents, errno mapped onto NBD's few.
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Sequence
+import logging
+from collections.abc import Generator, Sequence
+from typing import Any
 
 from . import _wire as w
+from ._events import Request, WriteRequest
 from ._plugins._backend import (
     CACHE_EMULATE,
     CACHE_NATIVE,
@@ -24,14 +29,37 @@ from ._plugins._backend import (
     FUA_NONE,
     Buffer,
     ExportInfo,
-    PluginConnection,
     ThreadModel,
 )
+from ._transmission import block_status_reply, error_reply, read_reply_header, simple_reply
+
+log = logging.getLogger("trioblock.server")
 
 ZERO_CHUNK = 1024 * 1024  # WRITE_ZEROES emulation writes this much at a time
 CACHE_CHUNK = 4 * 1024 * 1024
-_ZEROS = bytes(ZERO_CHUNK)
+_ZEROS = memoryview(bytes(ZERO_CHUNK))
 _NOT_SUPPORTED = (errno.EOPNOTSUPP, errno.ENOTSUP)
+
+# Plain ints on the hot path: IntEnum/IntFlag arithmetic costs microseconds per request.
+_READ, _WRITE, _FLUSH, _TRIM, _CACHE, _ZERO, _BLOCK_STATUS = (
+    int(w.Cmd.READ),
+    int(w.Cmd.WRITE),
+    int(w.Cmd.FLUSH),
+    int(w.Cmd.TRIM),
+    int(w.Cmd.CACHE),
+    int(w.Cmd.WRITE_ZEROES),
+    int(w.Cmd.BLOCK_STATUS),
+)
+_F_FUA, _F_NO_HOLE, _F_DF, _F_REQ_ONE, _F_FAST_ZERO = (
+    int(w.CmdFlag.FUA),
+    int(w.CmdFlag.NO_HOLE),
+    int(w.CmdFlag.DF),
+    int(w.CmdFlag.REQ_ONE),
+    int(w.CmdFlag.FAST_ZERO),
+)
+
+Call = tuple[str, tuple[Any, ...]]
+Plan = Generator[Call, Any, list[Buffer]]
 
 
 class RequestFailed(Exception):
@@ -54,7 +82,7 @@ def nbd_errno(err: int | None, *, fast_zero: bool = False, df: bool = False) -> 
         return w.ENOTSUP if fast_zero else w.EINVAL
     if err == errno.EOVERFLOW:
         return w.EOVERFLOW if df else w.EINVAL
-    if err is None or err == 0:
+    if not err:
         return w.EIO
     return w.EINVAL
 
@@ -85,87 +113,97 @@ def transmission_flags(info: ExportInfo, *, readonly: bool, thread_model: Thread
     return int(flags)
 
 
-class Export:
-    """A plugin connection plus what it can do: executes requests, raising RequestFailed."""
-
-    def __init__(self, conn: PluginConnection, info: ExportInfo) -> None:
-        self.conn = conn
-        self.info = info
-
-    async def read(self, offset: int, length: int) -> Buffer:
-        data = await self.conn.pread(length, offset, 0)
-        if len(data) != length:
-            raise RequestFailed(
-                w.EIO, f"plugin returned {len(data)} bytes for a {length}-byte read"
-            )
-        return data
-
-    async def write(self, data: Buffer, offset: int, fua: bool) -> None:
-        await self.conn.pwrite(memoryview(data), offset, self._fua_flag(fua))
-        await self._emulated_fua(fua)
-
-    async def flush(self) -> None:
-        await self.conn.flush(0)
-
-    async def trim(self, offset: int, length: int, fua: bool) -> None:
-        await self.conn.trim(length, offset, self._fua_flag(fua))
-        await self._emulated_fua(fua)
-
-    async def cache(self, offset: int, length: int) -> None:
-        if self.info.can_cache == CACHE_NATIVE:
-            await self.conn.cache(length, offset, 0)
-        elif self.info.can_cache == CACHE_EMULATE:
-            end = offset + length
-            while offset < end:
-                n = min(CACHE_CHUNK, end - offset)
-                await self.read(offset, n)
-                offset += n
-
-    async def zero(
-        self, offset: int, length: int, *, may_trim: bool, fast: bool, fua: bool
-    ) -> None:
-        if fast and not self.info.can_zero:
-            raise RequestFailed(w.ENOTSUP, "fast zero not possible: the plugin cannot zero")
-        if self.info.can_zero:
-            flags = self._fua_flag(fua) | (FLAG_MAY_TRIM if may_trim else 0)
-            flags |= FLAG_FAST_ZERO if fast else 0
-            try:
-                await self.conn.zero(length, offset, flags)
-            except OSError as exc:
-                if exc.errno not in _NOT_SUPPORTED:
-                    raise
-                if fast:
-                    raise RequestFailed(w.ENOTSUP, "plugin cannot zero fast") from exc
+def plan(req: Request | WriteRequest, info: ExportInfo, structured: bool, peer: str = "") -> Plan:
+    """Plugin calls for ``req``; returns the reply as a list of buffers.  Never raises for a
+    plugin failure: that becomes an error reply."""
+    cookie = req.cookie
+    flags = req.flags
+    command = _WRITE if isinstance(req, WriteRequest) else req.command
+    try:
+        if command == _READ:
+            assert isinstance(req, Request)
+            data = yield ("pread", (req.length, req.offset, 0))
+            if len(data) != req.length:
+                raise RequestFailed(w.EIO, f"plugin returned {len(data)} bytes, not {req.length}")
+            return [read_reply_header(cookie, req.offset, req.length, structured), data]
+        if command == _BLOCK_STATUS:
+            assert isinstance(req, Request)
+            req_one = bool(flags & _F_REQ_ONE)
+            if info.can_extents:
+                raw = yield ("extents", (req.length, req.offset, FLAG_REQ_ONE if req_one else 0))
+                extents = normalise_extents(raw, req.offset, req.length, req_one)
             else:
-                await self._emulated_fua(fua)
-                return
-        # Fall back to writing zeros, FUA applied once at the end.
+                extents = [(req.length, 0)]
+            return [block_status_reply(cookie, w.BASE_ALLOCATION_ID, extents)]
+        fua = bool(flags & _F_FUA)
+        native_fua = FLAG_FUA if fua and info.can_fua == FUA_NATIVE else 0
+        if isinstance(req, WriteRequest):
+            yield ("pwrite", (memoryview(req.data), req.offset, native_fua))
+        elif command == _FLUSH:
+            yield ("flush", (0,))
+        elif command == _TRIM:
+            yield ("trim", (req.length, req.offset, native_fua))
+        elif command == _CACHE:
+            yield from _cache(info, req.offset, req.length)
+        elif command == _ZERO:
+            fua = yield from _zero(info, req, native_fua)
+        if fua and info.can_fua == FUA_EMULATE:
+            yield ("flush", (0,))
+        return [simple_reply(cookie)]
+    except RequestFailed as exc:
+        log.debug("%s: %s failed: %s", peer, _name(command), exc)
+        err = exc.nbd_error
+    except OSError as exc:
+        log.debug("%s: %s failed: %s", peer, _name(command), exc)
+        err = nbd_errno(exc.errno, fast_zero=bool(flags & _F_FAST_ZERO), df=bool(flags & _F_DF))
+    except Exception:
+        log.exception("%s: %s raised", peer, _name(command))
+        err = w.EIO
+    return [error_reply(cookie, command, err, structured)]
+
+
+def _name(command: int) -> str:
+    return w.Cmd(command).name
+
+
+def _cache(info: ExportInfo, offset: int, length: int) -> Generator[Call, Any, None]:
+    if info.can_cache == CACHE_NATIVE:
+        yield ("cache", (length, offset, 0))
+    elif info.can_cache == CACHE_EMULATE:
         end = offset + length
         while offset < end:
-            n = min(ZERO_CHUNK, end - offset)
-            await self.conn.pwrite(memoryview(_ZEROS)[:n], offset, 0)
+            n = min(CACHE_CHUNK, end - offset)
+            yield ("pread", (n, offset, 0))
             offset += n
-        if fua:
-            await self._fua_after_emulation()
 
-    async def block_status(self, offset: int, length: int, req_one: bool) -> list[tuple[int, int]]:
-        if not self.info.can_extents:
-            return [(length, 0)]
-        raw = await self.conn.extents(length, offset, FLAG_REQ_ONE if req_one else 0)
-        return normalise_extents(raw, offset, length, req_one)
 
-    def _fua_flag(self, fua: bool) -> int:
-        return FLAG_FUA if fua and self.info.can_fua == FUA_NATIVE else 0
-
-    async def _emulated_fua(self, fua: bool) -> None:
-        if fua and self.info.can_fua == FUA_EMULATE:
-            await self.conn.flush(0)
-
-    async def _fua_after_emulation(self) -> None:
-        if self.info.can_fua == FUA_NATIVE and self.info.can_flush:
-            await self.conn.flush(0)
-        else:
-            await self._emulated_fua(True)
+def _zero(info: ExportInfo, req: Request, native_fua: int) -> Generator[Call, Any, bool]:
+    """WRITE_ZEROES; returns whether FUA still needs emulating by a flush."""
+    fast = bool(req.flags & _F_FAST_ZERO)
+    fua = bool(req.flags & _F_FUA)
+    if fast and not info.can_zero:
+        raise RequestFailed(w.ENOTSUP, "fast zero impossible: the plugin cannot zero")
+    if info.can_zero:
+        flags = native_fua | (0 if req.flags & _F_NO_HOLE else FLAG_MAY_TRIM)
+        flags |= FLAG_FAST_ZERO if fast else 0
+        try:
+            yield ("zero", (req.length, req.offset, flags))
+            return fua
+        except OSError as exc:
+            if exc.errno not in _NOT_SUPPORTED:
+                raise
+            if fast:
+                raise RequestFailed(w.ENOTSUP, "the plugin cannot zero fast") from exc
+    # Fall back to writing zeros; FUA then needs one flush at the end, if there is one.
+    offset, end = req.offset, req.offset + req.length
+    while offset < end:
+        n = min(ZERO_CHUNK, end - offset)
+        yield ("pwrite", (_ZEROS[:n], offset, 0))
+        offset += n
+    if fua and info.can_flush and info.can_fua == FUA_NATIVE:
+        yield ("flush", (0,))
+        return False
+    return fua
 
 
 def normalise_extents(
@@ -182,9 +220,9 @@ def normalise_extents(
         if expect is not None and ext_off != expect:
             raise RequestFailed(w.EIO, "plugin returned extents that are not contiguous")
         expect = ext_off + ext_len
-        lo, hi = max(ext_off, offset), min(expect, end)
         if expect <= offset:
             continue
+        lo, hi = max(ext_off, offset), min(expect, end)
         if lo >= hi:
             break
         if not out and lo != offset:
@@ -198,6 +236,36 @@ def normalise_extents(
             break
     if not out:
         raise RequestFailed(w.EIO, "plugin returned no extent for the request")
-    if req_one:
-        del out[1:]
     return out
+
+
+def run_blocking(ops: Any, gen: Plan) -> list[Buffer]:
+    """Drive a plan against blocking plugin methods (in a worker thread)."""
+    try:
+        call = next(gen)
+        while True:
+            try:
+                result = getattr(ops, call[0])(*call[1])
+            except Exception as exc:
+                call = gen.throw(exc)
+            else:
+                call = gen.send(result)
+    except StopIteration as stop:
+        reply: list[Buffer] = stop.value
+        return reply
+
+
+async def run_async(conn: Any, gen: Plan) -> list[Buffer]:
+    """Drive a plan against an async plugin connection."""
+    try:
+        call = next(gen)
+        while True:
+            try:
+                result = await getattr(conn, call[0])(*call[1])
+            except Exception as exc:
+                call = gen.throw(exc)
+            else:
+                call = gen.send(result)
+    except StopIteration as stop:
+        reply: list[Buffer] = stop.value
+        return reply

@@ -13,6 +13,9 @@ import abc
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+import trio
 
 # Flags passed to plugin callbacks: nbdkit's FLAG_* values, not the NBD wire bits.
 FLAG_MAY_TRIM = 1
@@ -65,13 +68,35 @@ class ExportInfo:
     description: str | None = None
 
 
+class BlockingOps(Protocol):
+    """The data-path methods of :class:`PluginConnection`, as blocking calls.
+
+    Same names, arguments, results and errors as the async ones.  The server calls them in
+    worker threads, running several queued requests per thread hop (with the concurrency the
+    thread model allows), which is much cheaper than one hop per request.
+    """
+
+    def pread(self, count: int, offset: int, flags: int) -> Buffer: ...
+    def pwrite(self, buf: memoryview, offset: int, flags: int) -> None: ...
+    def flush(self, flags: int) -> None: ...
+    def trim(self, count: int, offset: int, flags: int) -> None: ...
+    def zero(self, count: int, offset: int, flags: int) -> None: ...
+    def cache(self, count: int, offset: int, flags: int) -> None: ...
+    def extents(self, count: int, offset: int, flags: int) -> Sequence[Extent]: ...
+
+
 class PluginConnection(abc.ABC):
     """One open handle of a plugin, for one client connection.
 
     Methods raise :class:`OSError` with an errno to fail a request with that error; any other
     exception fails it with EIO (the server logs the traceback).  ``flags`` are ``FLAG_*`` values.
     Methods for operations the export does not advertise are never called.
+
+    A connection whose plugin code blocks sets :attr:`blocking`; the server then runs requests
+    through it in worker threads instead of awaiting the async methods.
     """
+
+    blocking: BlockingOps | None = None
 
     @abc.abstractmethod
     async def info(self) -> ExportInfo:
@@ -102,6 +127,7 @@ class PluginConnection(abc.ABC):
 
     async def close(self) -> None:
         """Release the handle; called exactly once, also after a failed connection."""
+        await trio.lowlevel.checkpoint()
 
 
 class Plugin(abc.ABC):
@@ -112,23 +138,29 @@ class Plugin(abc.ABC):
 
     async def get_ready(self) -> None:
         """Called once before the server listens (after config)."""
+        await trio.lowlevel.checkpoint()
 
     async def after_fork(self) -> None:
         """Called once after the server went to the background (or would have)."""
+        await trio.lowlevel.checkpoint()
 
     async def cleanup(self) -> None:
         """Called once when the server exits."""
+        await trio.lowlevel.checkpoint()
 
     async def list_exports(self, readonly: bool, is_tls: bool) -> Sequence[tuple[str, str | None]]:
         """Exports for NBD_OPT_LIST: (name, description)."""
+        await trio.lowlevel.checkpoint()
         return [("", None)]
 
     async def default_export(self, readonly: bool, is_tls: bool) -> str:
         """The name an empty export name stands for."""
+        await trio.lowlevel.checkpoint()
         return ""
 
     async def preconnect(self, readonly: bool) -> None:
         """Called when a client connects, before the handshake; raise to refuse it."""
+        await trio.lowlevel.checkpoint()
 
     @abc.abstractmethod
     async def open(self, readonly: bool, export_name: str, is_tls: bool) -> PluginConnection:

@@ -27,5 +27,6 @@ class ConnectionContext:
 
 
 current: contextvars.ContextVar[ConnectionContext] = contextvars.ContextVar(
-    "trioblock_connection", default=ConnectionContext()
+    "trioblock_connection",
+    default=ConnectionContext(),  # noqa: B039 -- outside a server; the server sets a fresh one
 )
