@@ -1,0 +1,125 @@
+"""The built-in ``null`` plugin: reads zeros, discards writes (nbdkit's ``null``).
+
+Every operation succeeds; extents say the whole disk is a hole that reads as zeros.  Reads return
+slices of one shared, immutable zero buffer, so serving them allocates nothing per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import trio
+
+from ._backend import (
+    CACHE_NATIVE,
+    EXTENT_HOLE,
+    EXTENT_ZERO,
+    FUA_NATIVE,
+    FUA_NONE,
+    Buffer,
+    ExportInfo,
+    Extent,
+    Plugin,
+    PluginConnection,
+    ThreadModel,
+)
+from ._params import MAX_SIZE, parse_size
+
+__all__ = ["NullPlugin"]
+
+_INITIAL_ZEROS = 1024 * 1024
+
+
+class _Zeros:
+    """A read-only zero buffer shared by all reads, grown (by powers of two) on demand.
+
+    ``bytes(n)`` comes from calloc, so even a large buffer stays untouched zero pages.
+    """
+
+    def __init__(self) -> None:
+        self._view = memoryview(bytes(_INITIAL_ZEROS))
+
+    def get(self, count: int) -> memoryview:
+        if count > len(self._view):
+            self._view = memoryview(bytes(1 << (count - 1).bit_length()))
+        return self._view[:count]
+
+
+class NullPlugin(Plugin):
+    """A disk of ``size`` bytes (default 0) that stores nothing."""
+
+    name = "null"
+    magic_config_key = "size"
+    """A bare ``null 1G`` argument is ``size=1G``: the loader passes it under this key."""
+    thread_model = ThreadModel.PARALLEL
+
+    def __init__(self, size: int = 0) -> None:
+        if not 0 <= size <= MAX_SIZE:
+            raise ValueError(f"null: size {size} is not in 0 .. 2**63-1")
+        self.size = size
+        self._zeros = _Zeros()
+
+    @classmethod
+    def from_params(cls, params: Sequence[tuple[str, str]]) -> NullPlugin:
+        """Build from ``key=value`` parameters: only ``size=`` (optional, default 0)."""
+        size = 0
+        for key, value in params:
+            if key != "size":
+                raise ValueError(f"null: unknown parameter '{key}'")
+            size = parse_size(value)
+        return cls(size)
+
+    async def open(self, readonly: bool, export_name: str, is_tls: bool) -> PluginConnection:
+        await trio.lowlevel.checkpoint()
+        return _NullConnection(self.size, self._zeros, readonly)
+
+
+class _NullConnection(PluginConnection):
+    def __init__(self, size: int, zeros: _Zeros, readonly: bool) -> None:
+        self._size = size
+        self._zeros = zeros
+        self._readonly = readonly
+
+    async def info(self) -> ExportInfo:
+        await trio.lowlevel.checkpoint()
+        writable = not self._readonly
+        return ExportInfo(
+            size=self._size,
+            can_write=writable,
+            can_flush=True,
+            can_trim=writable,
+            can_zero=writable,
+            can_fast_zero=writable,
+            can_extents=True,
+            can_multi_conn=True,
+            can_fua=FUA_NATIVE if writable else FUA_NONE,
+            can_cache=CACHE_NATIVE,
+        )
+
+    async def pread(self, count: int, offset: int, flags: int) -> Buffer:
+        await trio.lowlevel.checkpoint()
+        return self._zeros.get(count)
+
+    async def pwrite(self, buf: memoryview, offset: int, flags: int) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def flush(self, flags: int) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def trim(self, count: int, offset: int, flags: int) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def zero(self, count: int, offset: int, flags: int) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def cache(self, count: int, offset: int, flags: int) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def extents(self, count: int, offset: int, flags: int) -> Sequence[Extent]:
+        await trio.lowlevel.checkpoint()
+        # nbdkit reports (0, size); the part the request covers is the same answer.
+        end = min(offset + count, self._size)
+        return [(offset, max(end - offset, 0), EXTENT_HOLE | EXTENT_ZERO)]
+
+    async def close(self) -> None:
+        await trio.lowlevel.checkpoint()
