@@ -292,13 +292,20 @@ class Connection:
             serialize_all=model <= ThreadModel.SERIALIZE_ALL_REQUESTS,
             structured=done.structured_replies,
         )
-        async with trio.open_nursery() as nursery:
-            pool.nursery = nursery
-            try:
-                with self._reader_scope:
-                    await self._read_requests(tx, pool)
-            finally:
-                pool.close()  # executors finish the queued requests, then the nursery ends
+        try:
+            async with trio.open_nursery() as nursery:
+                pool.nursery = nursery
+                try:
+                    with self._reader_scope:
+                        await self._read_requests(tx, pool)
+                finally:
+                    pool.close()  # executors finish the queued requests, then the nursery ends
+        except BaseExceptionGroup as group:
+            # A vanished client or a protocol error is an expected end, not a server failure.
+            matched, rest = group.split(_EXPECTED_ENDS)
+            if matched is None or rest is not None:
+                raise
+            raise _first_leaf(matched) from None
 
     async def _read_requests(self, tx: ServerTransmission, pool: _Executors) -> None:
         structured = tx.structured_replies
@@ -320,6 +327,16 @@ class Connection:
                 return
             else:
                 pool.add(event)
+
+
+_EXPECTED_ENDS = (ProtocolError, _Broken, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 class _ReplyWriter:

@@ -294,6 +294,8 @@ class ServerHandshake:
 
     def _meta_context(self, opt: int, payload: bytes) -> None:
         parsed = _parse_meta_request(payload)
+        if opt == w.Opt.SET_META_CONTEXT:
+            self._meta_export = None  # SET replaces the selection even when it fails (proto.md)
         if parsed is None:
             self._reply(opt, w.Rep.ERR_INVALID, b"malformed meta context request")
             return
@@ -336,7 +338,7 @@ class ServerHandshake:
             self._state = _State.CLOSED
             return
         opt = w.Opt.LIST if isinstance(pending, ListExports) else _opt_of(pending)
-        self._reply(opt, rep, message.encode()[: w.MAX_STRING])
+        self._reply(opt, rep, w.encode_string(message))
         self._state = _State.OPTION_HEADER
 
     def reply_export(self, details: ExportDetails) -> None:
@@ -357,7 +359,7 @@ class ServerHandshake:
             if w.Info.NAME in asked:
                 self._reply(opt, w.Rep.INFO, w.U16.pack(w.Info.NAME) + details.name.encode())
             if w.Info.DESCRIPTION in asked and details.description:
-                desc = details.description.encode()[: w.MAX_STRING]
+                desc = w.encode_string(details.description)
                 self._reply(opt, w.Rep.INFO, w.U16.pack(w.Info.DESCRIPTION) + desc)
             if w.Info.BLOCK_SIZE in asked and details.block_size:
                 self._reply(

@@ -131,6 +131,15 @@ MAX_REQUEST_SIZE = 64 * 1024 * 1024  # READ/WRITE payloads, as nbdkit
 MAX_OPTION_LENGTH = 64 * 1024 * 1024  # an option payload over this drops the client (nbdkit)
 MAX_EXTENTS = 1024 * 1024  # block status descriptors per reply
 
+
+def encode_string(text: str) -> bytes:
+    """``text`` as an NBD string: UTF-8, cut to MAX_STRING bytes without splitting a character."""
+    raw = text.encode()
+    if len(raw) > MAX_STRING:
+        raw = raw[:MAX_STRING].decode("utf-8", "ignore").encode()
+    return raw
+
+
 # Structs (network byte order).
 GREETING = struct.Struct(">QQH")  # NBDMAGIC, IHAVEOPT, handshake flags
 CLIENT_FLAGS = struct.Struct(">I")
