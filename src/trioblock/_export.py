@@ -123,9 +123,11 @@ def plan(req: Request | WriteRequest, info: ExportInfo, structured: bool, peer: 
         if command == _READ:
             assert isinstance(req, Request)
             data = yield ("pread", (req.length, req.offset, 0))
-            if len(data) != req.length:
-                raise RequestFailed(w.EIO, f"plugin returned {len(data)} bytes, not {req.length}")
-            return [read_reply_header(cookie, req.offset, req.length, structured), data]
+            parts = data if isinstance(data, list) else [data]
+            got = sum(len(p) for p in parts)
+            if got != req.length:
+                raise RequestFailed(w.EIO, f"plugin returned {got} bytes, not {req.length}")
+            return [read_reply_header(cookie, req.offset, req.length, structured), *parts]
         if command == _BLOCK_STATUS:
             assert isinstance(req, Request)
             req_one = bool(flags & _F_REQ_ONE)

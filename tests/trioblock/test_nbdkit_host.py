@@ -33,6 +33,7 @@ from trioblock._plugins._backend import (
     ExportInfo,
     PluginConnection,
     ThreadModel,
+    read_bytes,
 )
 from trioblock._plugins._nbdkit_host import (
     DEFAULT_THREAD_LIMIT,
@@ -315,7 +316,7 @@ async def test_blocking_ops_run_several_requests_in_one_hop_with_the_connection_
 
     def batch() -> tuple[bytes, str]:
         ops.pwrite(memoryview(b"abc"), 0, 0)
-        data = bytes(ops.pread(3, 0, 0))
+        data = read_bytes(ops.pread(3, 0, 0))
         ops_at_b.flush(0)
         ops.flush(0)
         return data, nbdkit.export_name()
@@ -592,7 +593,7 @@ async def test_api2_pread_fills_a_writable_memoryview() -> None:
     plugin = load("recording")
     plugin.module.disk[4096:4100] = b"data"
     conn, _ = await open_conn(plugin)
-    assert bytes(await conn.pread(4, 4096, 0)) == b"data"
+    assert read_bytes(await conn.pread(4, 4096, 0)) == b"data"
     assert plugin.module.calls[-1] == ("pread", "memoryview", False, 4, 4096, 0)
 
 
@@ -620,7 +621,7 @@ async def test_api2_write_side_calls_pass_flags() -> None:
 async def test_api1_uses_the_old_signatures() -> None:
     plugin = load("recording_v1")
     conn, _ = await open_conn(plugin)
-    assert bytes(await conn.pread(4, 2, 0)) == b"cdef"
+    assert read_bytes(await conn.pread(4, 2, 0)) == b"cdef"
     await conn.pwrite(memoryview(b"xyz"), 10, FLAG_FUA)
     await conn.flush(0)
     await conn.trim(512, 1024, 0)
@@ -659,7 +660,7 @@ async def test_api1_pread_longer_buffer_is_truncated_to_count() -> None:
     plugin = load("recording_v1")
     redefine(plugin, pread=lambda h, count, offset: bytearray(b"0123456789"))
     conn, _ = await open_conn(plugin)
-    assert bytes(await conn.pread(4, 0, 0)) == b"0123"
+    assert read_bytes(await conn.pread(4, 0, 0)) == b"0123"
 
 
 async def test_operation_advertised_but_not_defined_fails_with_eio(
@@ -925,7 +926,7 @@ async def test_plugin_print_goes_to_stderr_under_redirect(
     with redirect_plugin_stdout():
         plugin = load("printing")
         conn, _ = await open_conn(plugin)
-        assert bytes(await conn.pread(3, 0, 0)) == b"xxx"
+        assert read_bytes(await conn.pread(3, 0, 0)) == b"xxx"
     out, err = capsys.readouterr()
     assert out == ""
     assert err.splitlines() == ["loading printing plugin", "open called", "pread called"]

@@ -36,8 +36,15 @@ EXTENT_HOLE = 1
 EXTENT_ZERO = 2
 
 Buffer = bytes | bytearray | memoryview
+ReadResult = Buffer | list[Buffer]
+"""What pread returns: one buffer, or a list of buffers the server sends without joining them."""
 Extent = tuple[int, int, int]
 """(offset, length, type) as a plugin reports it."""
+
+
+def read_bytes(result: ReadResult) -> bytes:
+    """A pread result as one ``bytes`` (for tests and callers that want a copy)."""
+    return b"".join(result) if isinstance(result, list) else bytes(result)
 
 
 class ThreadModel(enum.IntEnum):
@@ -76,7 +83,7 @@ class BlockingOps(Protocol):
     thread model allows), which is much cheaper than one hop per request.
     """
 
-    def pread(self, count: int, offset: int, flags: int) -> Buffer: ...
+    def pread(self, count: int, offset: int, flags: int) -> ReadResult: ...
     def pwrite(self, buf: memoryview, offset: int, flags: int) -> None: ...
     def flush(self, flags: int) -> None: ...
     def trim(self, count: int, offset: int, flags: int) -> None: ...
@@ -103,8 +110,9 @@ class PluginConnection(abc.ABC):
         """Size and capabilities; called once, right after open."""
 
     @abc.abstractmethod
-    async def pread(self, count: int, offset: int, flags: int) -> Buffer:
-        """Return exactly ``count`` bytes read at ``offset``."""
+    async def pread(self, count: int, offset: int, flags: int) -> ReadResult:
+        """Return exactly ``count`` bytes read at ``offset`` (a list of buffers is sent with
+        scatter-gather I/O, so a plugin holding data in pieces need not copy it)."""
 
     async def pwrite(self, buf: memoryview, offset: int, flags: int) -> None:
         raise OSError(30, "read-only export")  # EROFS
