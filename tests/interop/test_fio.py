@@ -24,7 +24,15 @@ def memory() -> MemoryPlugin:
 async def fio(uri: str, *options: str) -> dict[str, Any]:
     """Run one fio job against ``uri``; return its JSON report's job (after checking it)."""
     out = await run(
-        ["fio", "--name=t", "--ioengine=nbd", f"--uri={uri}", "--output-format=json", *options]
+        [
+            "fio",
+            "--name=t",
+            "--ioengine=nbd",
+            f"--uri={uri}",
+            "--output-format=json",
+            "--verify_state_save=0",  # no state file left in the working directory
+            *options,
+        ]
     )
     report: dict[str, Any] = json.loads(out[out.index("{") :])  # fio may print notes first
     (job,) = report["jobs"]
@@ -88,6 +96,7 @@ async def test_fio_verify_catches_data_that_does_not_match(serve: ServeFactory) 
             "--size=1M",
             "--verify=crc32c",
             "--verify_only",
+            "--verify_state_save=0",
             "--verify_fatal=1",
         ],
         capture_stdout=True,
