@@ -10,8 +10,10 @@ connection rather than leave half a reply on the wire.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -168,7 +170,7 @@ class Connection:
             log.debug("%s: connection lost: %s", self.peer, exc)
         finally:
             if export is not None:
-                await _close_quietly(
+                await self.close_handle(
                     export.conn, flush=export.info.can_flush and self._flush_on_close
                 )
             with trio.CancelScope(shield=True), trio.move_on_after(1):
@@ -215,7 +217,7 @@ class Connection:
                     return event, export
         except BaseException:
             if export is not None:
-                await _close_quietly(export.conn, flush=False)
+                await self.close_handle(export.conn, flush=False)
             raise
 
     async def _list(self, hs: ServerHandshake) -> None:
@@ -237,20 +239,47 @@ class Connection:
             if name == "":
                 name = await self.plugin.default_export(readonly, hs.tls_active)
             ctx.export_name = name
-            conn = await self.plugin.open(readonly, name, hs.tls_active)
-            info = await conn.info()
+            async with self.serialized():
+                conn = await self.plugin.open(readonly, name, hs.tls_active)
+                info = await conn.info()
         except Exception as exc:
             if conn is not None:
-                await _close_quietly(conn, flush=False)
+                await self.close_handle(conn, flush=False)
             log.info("%s: cannot open export %r: %s", self.peer, request.name, exc)
-            hs.reply_error(w.Rep.ERR_UNKNOWN, f"cannot open export: {exc}")
+            # The reason stays in the log: plugin internals are not the client's business.
+            hs.reply_error(w.Rep.ERR_UNKNOWN, "cannot open the export")
             return None
+        except BaseException:
+            if conn is not None:  # cancelled (timeout, shutdown) while sizing the export
+                await self.close_handle(conn, flush=False)
+            raise
         tflags = transmission_flags(info, readonly=readonly, thread_model=self.plugin.thread_model)
         hs.reply_export(ExportDetails(info.size, tflags, name, info.description, info.block_size))
         if request.kind == "info":
-            await _close_quietly(conn, flush=False)
+            await self.close_handle(conn, flush=False)
             return None
         return _OpenExport(conn, info)
+
+    def serialized(self) -> AbstractAsyncContextManager[object]:
+        """The lock SERIALIZE_ALL_REQUESTS (and stricter) holds around every plugin call:
+        open, sizing, requests, flush and close alike, across all connections (nbdkit)."""
+        if self.plugin.thread_model <= ThreadModel.SERIALIZE_ALL_REQUESTS:
+            return self.locks.requests
+        return _NO_LOCK
+
+    async def close_handle(self, conn: PluginConnection, *, flush: bool) -> None:
+        """Flush (at a clean shutdown) and close a plugin handle, even while being cancelled."""
+        with trio.CancelScope(shield=True), trio.move_on_after(30):
+            async with self.serialized():
+                if flush:
+                    try:
+                        await conn.flush(0)
+                    except Exception as exc:
+                        log.warning("%s: flush at close failed: %s", self.peer, exc)
+                try:
+                    await conn.close()
+                except Exception:
+                    log.exception("%s: plugin close raised", self.peer)
 
     async def _start_tls(self, hs: ServerHandshake, ctx: _context.ConnectionContext) -> None:
         context = self.config.ssl_context
@@ -289,7 +318,6 @@ class Connection:
             self,
             export,
             max_executors=max(1, self.config.threads) if model == ThreadModel.PARALLEL else 1,
-            serialize_all=model <= ThreadModel.SERIALIZE_ALL_REQUESTS,
             structured=done.structured_replies,
         )
         try:
@@ -328,6 +356,8 @@ class Connection:
             else:
                 pool.add(event)
 
+
+_NO_LOCK: AbstractAsyncContextManager[object] = contextlib.nullcontext()
 
 _EXPECTED_ENDS = (ProtocolError, _Broken, trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -413,13 +443,11 @@ class _Executors:
         export: _OpenExport,
         *,
         max_executors: int,
-        serialize_all: bool,
         structured: bool,
     ) -> None:
         self.conn = conn
         self.export = export
         self.max_executors = max_executors
-        self.serialize_all = serialize_all
         self.structured = structured
         self.queue: collections.deque[Request | WriteRequest] = collections.deque()
         self.queued_bytes = 0
@@ -480,10 +508,7 @@ class _Executors:
                 finally:
                     self.idle -= 1
             batch = self._take()
-            if self.serialize_all:
-                async with self.conn.locks.requests:
-                    replies = await self._run(batch)
-            else:
+            async with self.conn.serialized():
                 replies = await self._run(batch)
             await writer.send(replies)
 
@@ -512,17 +537,3 @@ def _run_batch_blocking(
     for req in batch:
         replies += run_blocking(ops, plan(req, info, structured, peer))
     return replies
-
-
-async def _close_quietly(conn: PluginConnection, *, flush: bool) -> None:
-    """Flush (at a clean shutdown) and close a plugin handle, even while being cancelled."""
-    with trio.CancelScope(shield=True), trio.move_on_after(30):
-        if flush:
-            try:
-                await conn.flush(0)
-            except Exception as exc:
-                log.warning("flush at close failed: %s", exc)
-        try:
-            await conn.close()
-        except Exception:
-            log.exception("plugin close raised")

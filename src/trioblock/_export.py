@@ -196,15 +196,13 @@ def _zero(info: ExportInfo, req: Request, native_fua: int) -> Generator[Call, An
                 raise
             if fast:
                 raise RequestFailed(w.ENOTSUP, "the plugin cannot zero fast") from exc
-    # Fall back to writing zeros; FUA then needs one flush at the end, if there is one.
+    # Fall back to writing zeros, each write keeping a native FUA (as nbdkit); an emulated FUA is
+    # the caller's one flush at the end.
     offset, end = req.offset, req.offset + req.length
     while offset < end:
         n = min(ZERO_CHUNK, end - offset)
-        yield ("pwrite", (_ZEROS[:n], offset, 0))
+        yield ("pwrite", (_ZEROS[:n], offset, native_fua))
         offset += n
-    if fua and info.can_flush and info.can_fua == FUA_NATIVE:
-        yield ("flush", (0,))
-        return False
     return fua
 
 
