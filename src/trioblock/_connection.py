@@ -9,7 +9,6 @@ connection rather than leave half a reply on the wire.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 from collections.abc import Callable
@@ -29,17 +28,14 @@ from ._events import (
     ListExports,
     ProtocolError,
     RejectedRequest,
-    Request,
     StartTLS,
-    WriteRequest,
     _NeedData,
 )
-from ._export import plan, run_async, run_blocking, transmission_flags
+from ._executors import Executors
+from ._export import transmission_flags
 from ._handshake import ExportDetails, ServerHandshake
 from ._plugins import _context
 from ._plugins._backend import (
-    BlockingOps,
-    Buffer,
     ExportInfo,
     Plugin,
     PluginConnection,
@@ -49,6 +45,7 @@ from ._transmission import (
     ServerTransmission,
     error_reply,
 )
+from ._writer import BrokenConnection, ReplyWriter
 
 if TYPE_CHECKING:
     import ssl
@@ -82,10 +79,6 @@ class SharedLocks:
 class _OpenExport:
     conn: PluginConnection
     info: ExportInfo
-
-
-class _Broken(Exception):
-    """The reply stream failed; the connection is over."""
 
 
 class Connection:
@@ -166,7 +159,7 @@ class Connection:
             await self._transmission(hs, done, export)
         except ProtocolError as exc:
             log.info("%s: %s", self.peer, exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, _Broken) as exc:
+        except (trio.BrokenResourceError, trio.ClosedResourceError, BrokenConnection) as exc:
             log.debug("%s: connection lost: %s", self.peer, exc)
         finally:
             if export is not None:
@@ -182,13 +175,13 @@ class Connection:
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise _Broken(str(exc)) from exc
+            raise BrokenConnection(str(exc)) from exc
 
     async def _receive(self) -> bytes | bytearray:
         try:
             return await self.stream.receive_some(RECEIVE_SIZE)
         except (trio.BrokenResourceError, OSError) as exc:
-            raise _Broken(str(exc)) from exc
+            raise BrokenConnection(str(exc)) from exc
 
     # -- handshake -----------------------------------------------------------------------------
 
@@ -289,7 +282,7 @@ class Connection:
         try:
             await tls.do_handshake()
         except trio.BrokenResourceError as exc:
-            raise _Broken(f"TLS handshake failed: {exc.__cause__ or exc}") from exc
+            raise BrokenConnection(f"TLS handshake failed: {exc.__cause__ or exc}") from exc
         self.stream = tls
         hs.tls_established()
         ctx.is_tls = True
@@ -312,11 +305,12 @@ class Connection:
         if trailing:
             tx.receive_data(trailing)
         self.in_transmission = True
-        self.writer = _ReplyWriter(self.stream)
+        self.writer = ReplyWriter(self.stream)
         model = self.plugin.thread_model
-        pool = _Executors(
+        pool = Executors(
             self,
-            export,
+            export.conn,
+            export.info,
             max_executors=max(1, self.config.threads) if model == ThreadModel.PARALLEL else 1,
             structured=done.structured_replies,
         )
@@ -335,7 +329,7 @@ class Connection:
                 raise
             raise _first_leaf(matched) from None
 
-    async def _read_requests(self, tx: ServerTransmission, pool: _Executors) -> None:
+    async def _read_requests(self, tx: ServerTransmission, pool: Executors) -> None:
         structured = tx.structured_replies
         while True:
             event = tx.next_event()
@@ -359,7 +353,12 @@ class Connection:
 
 _NO_LOCK: AbstractAsyncContextManager[object] = contextlib.nullcontext()
 
-_EXPECTED_ENDS = (ProtocolError, _Broken, trio.BrokenResourceError, trio.ClosedResourceError)
+_EXPECTED_ENDS = (
+    ProtocolError,
+    BrokenConnection,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+)
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -367,173 +366,3 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc
-
-
-class _ReplyWriter:
-    """One writer per connection that never interleaves replies and coalesces them: whoever finds
-    it idle sends everything queued (with sendmsg on a plain socket, so read data is not copied);
-    others just queue.  Queued bytes are bounded: senders wait while too much is waiting."""
-
-    LIMIT = 32 * 1024 * 1024
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self._queue: list[Buffer] = []
-        self._queued = 0
-        self._busy = False
-        self._drained = trio.Event()
-
-    async def send(self, parts: list[Buffer]) -> None:
-        self._queue.extend(parts)
-        self._queued += sum(len(p) for p in parts)
-        if self._busy:
-            while self._busy and self._queued > self.LIMIT:
-                await self._drained.wait()
-            await trio.lowlevel.checkpoint()
-            return
-        self._busy = True
-        try:
-            while self._queue:
-                batch, self._queue, self._queued = self._queue, [], 0
-                await self._send_batch(batch)
-                self._drained.set()
-                self._drained = trio.Event()
-        finally:
-            self._busy = False
-            self._drained.set()
-
-    async def _send_batch(self, batch: list[Buffer]) -> None:
-        try:
-            stream = self.stream
-            if isinstance(stream, trio.SocketStream):
-                await _sendmsg_all(stream.socket, batch)
-            else:
-                await stream.send_all(b"".join(batch))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise _Broken(str(exc)) from exc
-
-
-async def _sendmsg_all(sock: trio.socket.SocketType, buffers: list[Buffer]) -> None:
-    views = [memoryview(b).cast("B") for b in buffers if len(b)]
-    while views:
-        sent = await sock.sendmsg(views[:_IOV_MAX])
-        while sent:
-            n = len(views[0])
-            if sent >= n:
-                sent -= n
-                views.pop(0)
-            else:
-                views[0] = views[0][sent:]
-                sent = 0
-
-
-_IOV_MAX = 1024
-
-
-class _Executors:
-    """Runs queued requests: a few executor tasks, started as needed, each taking a share of the
-    queue at a time (a blocking plugin gets the whole share in one worker-thread hop)."""
-
-    MAX_QUEUED = 256  # requests read ahead before the reader stops reading
-    MAX_QUEUED_BYTES = 128 * 1024 * 1024  # of WRITE payloads
-
-    def __init__(
-        self,
-        conn: Connection,
-        export: _OpenExport,
-        *,
-        max_executors: int,
-        structured: bool,
-    ) -> None:
-        self.conn = conn
-        self.export = export
-        self.max_executors = max_executors
-        self.structured = structured
-        self.queue: collections.deque[Request | WriteRequest] = collections.deque()
-        self.queued_bytes = 0
-        self.executors = 0
-        self.idle = 0
-        self.closed = False
-        self.nursery: trio.Nursery | None = None
-        self._lot = trio.lowlevel.ParkingLot()
-        self._room = trio.Event()
-
-    def add(self, request: Request | WriteRequest) -> None:
-        self.queue.append(request)
-        if isinstance(request, WriteRequest):
-            self.queued_bytes += len(request.data)
-
-    def kick(self) -> None:
-        """Wake or start executors for what the reader queued."""
-        waiting = len(self.queue)
-        if not waiting:
-            return
-        if self.idle:
-            self._lot.unpark(count=min(waiting, self.idle))
-        missing = min(waiting - self.idle, self.max_executors - self.executors)
-        for _ in range(max(0, missing)):
-            self.executors += 1
-            assert self.nursery is not None
-            self.nursery.start_soon(self._executor)
-
-    async def wait_for_room(self) -> None:
-        while len(self.queue) >= self.MAX_QUEUED or self.queued_bytes >= self.MAX_QUEUED_BYTES:
-            self._room = trio.Event()
-            await self._room.wait()
-
-    def close(self) -> None:
-        self.closed = True
-        self._lot.unpark_all()
-
-    def _take(self) -> list[Request | WriteRequest]:
-        # Share the queue among the executors that could run now, so a GIL-bound plugin gets
-        # few thread hops while one that sleeps on I/O still gets its parallelism.
-        share = -(-len(self.queue) // max(1, self.max_executors - (self.executors - self.idle - 1)))
-        batch = [self.queue.popleft() for _ in range(max(1, share))]
-        for req in batch:
-            if isinstance(req, WriteRequest):
-                self.queued_bytes -= len(req.data)
-        self._room.set()
-        return batch
-
-    async def _executor(self) -> None:
-        writer = self.conn.writer
-        while True:
-            while not self.queue:
-                if self.closed:
-                    return
-                self.idle += 1
-                try:
-                    await self._lot.park()
-                finally:
-                    self.idle -= 1
-            batch = self._take()
-            async with self.conn.serialized():
-                replies = await self._run(batch)
-            await writer.send(replies)
-
-    async def _run(self, batch: list[Request | WriteRequest]) -> list[Buffer]:
-        export, structured, peer = self.export, self.structured, self.conn.peer
-        ops = export.conn.blocking
-        if ops is not None:
-            limiter = getattr(self.conn.plugin, "limiter", None)  # the host sizes its own pool
-            return await trio.to_thread.run_sync(
-                _run_batch_blocking, ops, batch, export.info, structured, peer, limiter=limiter
-            )
-        replies: list[Buffer] = []
-        for req in batch:
-            replies += await run_async(export.conn, plan(req, export.info, structured, peer))
-        return replies
-
-
-def _run_batch_blocking(
-    ops: BlockingOps,
-    batch: list[Request | WriteRequest],
-    info: ExportInfo,
-    structured: bool,
-    peer: str,
-) -> list[Buffer]:
-    replies: list[Buffer] = []
-    for req in batch:
-        replies += run_blocking(ops, plan(req, info, structured, peer))
-    return replies
