@@ -315,13 +315,18 @@ class Connection:
             structured=done.structured_replies,
         )
         try:
-            async with trio.open_nursery() as nursery:
-                pool.nursery = nursery
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self.writer.run)
                 try:
-                    with self._reader_scope:
-                        await self._read_requests(tx, pool)
+                    async with trio.open_nursery() as nursery:
+                        pool.nursery = nursery
+                        try:
+                            with self._reader_scope:
+                                await self._read_requests(tx, pool)
+                        finally:
+                            pool.close()  # executors finish the queued requests, then end
                 finally:
-                    pool.close()  # executors finish the queued requests, then the nursery ends
+                    self.writer.close()  # sends what is queued, then the writer task ends
         except BaseExceptionGroup as group:
             # A vanished client or a protocol error is an expected end, not a server failure.
             matched, rest = group.split(_EXPECTED_ENDS)
