@@ -65,6 +65,7 @@ class ServerConfig:
     structured_replies: bool = True
     shutdown_grace: float = 10.0  # how long in-flight requests may take to finish at shutdown
     send_buffer: int = 4 * 1024 * 1024  # SO_SNDBUF for client sockets; 0 keeps the kernel's
+    inline_quick_calls: bool = True  # call a blocking plugin inline once its calls prove quick
 
 
 @dataclass
