@@ -66,6 +66,7 @@ class ServerConfig:
     shutdown_grace: float = 10.0  # how long in-flight requests may take to finish at shutdown
     send_buffer: int = 4 * 1024 * 1024  # SO_SNDBUF for client sockets; 0 keeps the kernel's
     inline_quick_calls: bool = True  # call a blocking plugin inline once its calls prove quick
+    remove_socket: bool = True  # unlink a Unix socket at exit (not one systemd handed us)
 
 
 @dataclass

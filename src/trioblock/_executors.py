@@ -8,11 +8,11 @@ queued, because every extra thread only fights for the GIL (measured: 16 executo
 reads 2.7x slower than one); once calls are slow (the plugin waits on I/O), the queue is shared
 among up to ``max_executors`` threads, as the thread model allows.
 
-A blocking plugin whose requests have all been quick (:data:`INLINE_AFTER` requests in a row
-averaging under :data:`INLINE_AVERAGE`, none over :data:`INLINE_LONGEST`) is then called inline on
-the Trio thread, without any hop: nbdkit pays a thread hop per request, we pay none.  The first
-request that takes longer sends the connection back to worker threads, for a time that doubles
-at each overrun, so a plugin that sometimes blocks stalls the loop at most a few times.
+A blocking plugin whose requests have proved quick (:data:`INLINE_AFTER` requests in batches
+averaging under :data:`INLINE_AVERAGE`) is then called inline on the Trio thread, without any
+hop: nbdkit pays a thread hop per request, we pay none.  The first request that takes longer than
+:data:`INLINE_LONGEST` sends the connection back to worker threads, for a time that doubles at
+each overrun, so a plugin that sometimes blocks stalls the loop at most a few times.
 ``ServerConfig(inline_quick_calls=False)`` (``--no-inline``) keeps every call in worker threads.
 """
 
@@ -37,7 +37,7 @@ MAX_BATCH = 64
 # Calling a blocking plugin inline, without the thread hop (which costs ~120 µs of CPU here):
 INLINE_AVERAGE = 50e-6  # only while requests average under this ...
 INLINE_LONGEST = 1e-3  # ... and none takes longer (the longest the loop may stall, once)
-INLINE_AFTER = 2000  # consecutive quick requests before going inline
+INLINE_AFTER = 2000  # quick requests (in batches of quick mean) before going inline
 INLINE_BACKOFF = 5.0  # seconds back in threads after an overrun, doubling each time
 
 Queued = Request | WriteRequest
@@ -189,10 +189,12 @@ class Executors:
                     self.inline_backoff,
                 )
             return
-        if per_call < INLINE_AVERAGE and longest < INLINE_LONGEST:
+        # In worker threads a quick call can look slow (it waited for the GIL), so judge the
+        # batch's mean, and let a slow batch halve the evidence rather than erase it.
+        if per_call < INLINE_AVERAGE:
             self.quick += count
         else:
-            self.quick = 0
+            self.quick //= 2
         if self.quick >= INLINE_AFTER and trio.current_time() >= self.inline_not_before:
             self.inline = True
             log.debug("%s: plugin calls are quick: calling them inline", self.conn.peer)

@@ -157,7 +157,7 @@ async def _serve(
         for listener in listeners:
             with trio.CancelScope(shield=True):
                 await listener.aclose()
-        if server.unix_path is not None:
+        if server.unix_path is not None and server.config.remove_socket:
             try:
                 os.unlink(server.unix_path)
             except OSError:
