@@ -1,6 +1,7 @@
 """trioblock: an NBD server on Trio that hosts nbdkit Python plugins and Trio-native plugins."""
 
 from ._connection import ServerConfig as ServerConfig
+from ._plugins import PluginLoadError as PluginLoadError, load_plugin as load_plugin
 from ._plugins._backend import (
     ExportInfo as ExportInfo,
     Plugin as Plugin,
@@ -19,8 +20,10 @@ __all__ = [
     "NBDServer",
     "Plugin",
     "PluginConnection",
+    "PluginLoadError",
     "ServerConfig",
     "ThreadModel",
+    "load_plugin",
     "open_listeners",
     "serve_nbd",
     "serve_nbd_stream",
