@@ -44,6 +44,8 @@ def parse_size(text: str) -> int:
 @contextmanager
 def server(argv: list[str], sock: str) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server in the foreground on ``sock`` until the block ends."""
+    if os.path.exists(sock):
+        os.unlink(sock)  # a server killed earlier may leave its socket behind
     proc = subprocess.Popen([*argv[:1], "-f", "-U", sock, *argv[1:]], stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30

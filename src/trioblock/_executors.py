@@ -9,10 +9,12 @@ reads 2.7x slower than one); once calls are slow (the plugin waits on I/O), the 
 among up to ``max_executors`` threads, as the thread model allows.
 
 A blocking plugin whose requests have proved quick (:data:`INLINE_AFTER` requests in batches
-averaging under :data:`INLINE_AVERAGE`) is then called inline on the Trio thread, without any
-hop: nbdkit pays a thread hop per request, we pay none.  The first request that takes longer than
-:data:`INLINE_LONGEST` sends the connection back to worker threads, for a time that doubles at
-each overrun, so a plugin that sometimes blocks stalls the loop at most a few times.
+averaging under :data:`INLINE_CPU` of CPU and :data:`INLINE_WALL` of wall time) is then called
+inline on the Trio thread, without any hop: nbdkit pays a thread hop per request, we pay none.
+The first request that waits more than :data:`INLINE_BLOCKED` (a sleep, I/O: seen as a voluntary
+context switch, so being preempted does not count) or computes more than :data:`INLINE_LONGEST`
+sends the plugin back to worker threads, for a time that doubles at each overrun, so a plugin
+that sometimes blocks stalls the loop only a few times.
 ``ServerConfig(inline_quick_calls=False)`` (``--no-inline``) keeps every call in worker threads.
 """
 
@@ -20,7 +22,10 @@ from __future__ import annotations
 
 import collections
 import logging
+import resource
 import time
+import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
@@ -35,10 +40,12 @@ if TYPE_CHECKING:
 FAST_CALL = 200e-6  # seconds per request below which a blocking plugin is batched, not spread
 MAX_BATCH = 64
 # Calling a blocking plugin inline, without the thread hop (which costs ~120 µs of CPU here):
-INLINE_AVERAGE = 50e-6  # only while requests average under this ...
-INLINE_LONGEST = 1e-3  # ... and none takes longer (the longest the loop may stall, once)
-INLINE_AFTER = 2000  # quick requests (in batches of quick mean) before going inline
-INLINE_BACKOFF = 5.0  # seconds back in threads after an overrun, doubling each time
+INLINE_CPU = 200e-6  # only while requests average under this much CPU time ...
+INLINE_WALL = 1e-3  # ... and this much wall time in worker threads,
+INLINE_AFTER = 2000  # for this many requests;
+INLINE_BLOCKED = 1e-3  # then, inline, a request that waits longer than this (I/O, a sleep),
+INLINE_LONGEST = 5e-3  # or computes longer than this, sends the plugin back to
+INLINE_BACKOFF = 5.0  # worker threads for a while, doubling at each overrun
 
 Queued = Request | WriteRequest
 log = logging.getLogger("trioblock.server")
@@ -74,10 +81,7 @@ class Executors:
         # the first requests, and three fast batches are enough to switch to batching.
         self.per_call = 2 * FAST_CALL
         self.allow_inline = conn.config.inline_quick_calls
-        self.inline = False
-        self.quick = 0
-        self.inline_backoff = INLINE_BACKOFF / 2
-        self.inline_not_before = 0.0
+        self.profile = _profile_of(conn.plugin)
         self._lot = trio.lowlevel.ParkingLot()
         self._room = trio.Event()
 
@@ -158,60 +162,104 @@ class Executors:
             for req in batch:
                 replies += await run_async(self.plugin_conn, plan(req, info, structured, peer))
             return replies
-        if self.inline:
-            replies, per_call, longest = _run_batch_blocking(
-                self.blocking, batch, info, structured, peer
-            )
+        if self.allow_inline and self.profile.inline:
+            replies, timing = _run_batch_blocking(self.blocking, batch, info, structured, peer)
             await trio.lowlevel.checkpoint()
         else:
             limiter = getattr(self.conn.plugin, "limiter", None)  # the host sizes its own pool
-            replies, per_call, longest = await trio.to_thread.run_sync(
+            replies, timing = await trio.to_thread.run_sync(
                 _run_batch_blocking, self.blocking, batch, info, structured, peer, limiter=limiter
             )
-        self.per_call = 0.7 * self.per_call + 0.3 * per_call
-        self._judge_inline(per_call, longest, len(batch))
+        self.per_call = 0.7 * self.per_call + 0.3 * timing.wall
+        self._judge_inline(timing, len(batch))
         return replies
 
-    def _judge_inline(self, per_call: float, longest: float, count: int) -> None:
-        """Go inline after enough quick requests; leave at the first slow one, for a while."""
-        if not self.allow_inline:
-            return
+    def _judge_inline(self, timing: _Timing, count: int) -> None:
+        if self.allow_inline:
+            self.profile.judge(timing, count, self.conn.peer)
+
+
+class _CallProfile:
+    """How a blocking plugin's calls behave, learnt across all its connections (a plugin that
+    proved quick on one connection is quick on the next): whether to call it inline."""
+
+    def __init__(self) -> None:
+        self.inline = False
+        self.quick = 0
+        self.backoff = INLINE_BACKOFF / 2
+        self.not_before = 0.0
+
+    def judge(self, timing: _Timing, count: int, peer: str) -> None:
+        """Go inline after enough quick requests; leave at the first one that blocks."""
         if self.inline:
-            if longest > INLINE_LONGEST:
+            blocked = timing.blocked if timing.waited else 0.0
+            if blocked > INLINE_BLOCKED or timing.longest_cpu > INLINE_LONGEST:
                 self.inline = False
                 self.quick = 0
-                self.inline_backoff *= 2  # a plugin that keeps overrunning loses inline for good
-                self.inline_not_before = trio.current_time() + self.inline_backoff
+                self.backoff *= 2  # a plugin that keeps overrunning loses inline for good
+                self.not_before = trio.current_time() + self.backoff
                 log.info(
-                    "%s: a plugin call took %.1f ms: back to worker threads for %.0f s",
-                    self.conn.peer,
-                    longest * 1e3,
-                    self.inline_backoff,
+                    "%s: a plugin call blocked for %.1f ms: back to worker threads for %.0f s",
+                    peer,
+                    max(blocked, timing.longest_cpu) * 1e3,
+                    self.backoff,
                 )
             return
-        # In worker threads a quick call can look slow (it waited for the GIL), so judge the
+        # In worker threads wall time includes waits for the GIL, so judge CPU time and the
         # batch's mean, and let a slow batch halve the evidence rather than erase it.
-        if per_call < INLINE_AVERAGE:
+        if timing.cpu < INLINE_CPU and timing.wall < INLINE_WALL:
             self.quick += count
         else:
             self.quick //= 2
-        if self.quick >= INLINE_AFTER and trio.current_time() >= self.inline_not_before:
+        if self.quick >= INLINE_AFTER and trio.current_time() >= self.not_before:
             self.inline = True
-            log.debug("%s: plugin calls are quick: calling them inline", self.conn.peer)
+            log.debug("%s: plugin calls are quick: calling them inline", peer)
+
+
+_profiles: weakref.WeakKeyDictionary[object, _CallProfile] = weakref.WeakKeyDictionary()
+
+
+def _profile_of(plugin: object) -> _CallProfile:
+    profile = _profiles.get(plugin)
+    if profile is None:
+        profile = _profiles[plugin] = _CallProfile()
+    return profile
+
+
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    wall: float  # mean seconds per request
+    cpu: float  # mean CPU seconds per request (this thread's)
+    longest_cpu: float  # the most CPU time one request took
+    blocked: float  # the most wall time one request spent not computing ...
+    waited: bool  # ... and whether the thread really waited (a voluntary context switch), as
+    # opposed to being preempted by another process, which must not count against the plugin
+
+
+def _voluntary_switches() -> int:
+    return resource.getrusage(_RUSAGE_THREAD).ru_nvcsw
+
+
+_RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
 
 
 def _run_batch_blocking(
     ops: BlockingOps, batch: list[Queued], info: ExportInfo, structured: bool, peer: str
-) -> tuple[list[Buffer], float, float]:
-    """Run a batch (in a worker thread, or inline); return the replies and the mean and longest
-    time a request took."""
-    clock = time.perf_counter
-    start = last = clock()
-    longest = 0.0
+) -> tuple[list[Buffer], _Timing]:
+    """Run a batch (in a worker thread, or inline); return the replies and how long it took."""
+    wall, cpu = time.perf_counter, time.thread_time
+    switches = _voluntary_switches()
+    start = last = wall()
+    start_cpu = last_cpu = cpu()
+    longest_cpu = blocked = 0.0
     replies: list[Buffer] = []
     for req in batch:
         replies += run_blocking(ops, plan(req, info, structured, peer))
-        now = clock()
-        longest = max(longest, now - last)
-        last = now
-    return replies, (last - start) / len(batch), longest
+        now, now_cpu = wall(), cpu()
+        longest_cpu = max(longest_cpu, now_cpu - last_cpu)
+        blocked = max(blocked, (now - last) - (now_cpu - last_cpu))
+        last, last_cpu = now, now_cpu
+    n = len(batch)
+    waited = _voluntary_switches() > switches
+    timing = _Timing((last - start) / n, (last_cpu - start_cpu) / n, longest_cpu, blocked, waited)
+    return replies, timing

@@ -386,33 +386,39 @@ def _opt_of(request: ExportRequest) -> int:
     return w.Opt.GO if request.kind == "go" else w.Opt.INFO
 
 
-def _parse_info_go(payload: bytes) -> tuple[str, frozenset[int]] | None:
-    if len(payload) < 6:
+def _parse_name(payload: bytes, tail: int) -> tuple[str, int] | None:
+    """The export name that starts INFO/GO and meta-context payloads (u32 length, name), with at
+    least ``tail`` bytes after it; returns the name and where the rest starts."""
+    if len(payload) < 4 + tail:
         return None
     (name_len,) = w.U32.unpack_from(payload)
-    if name_len > w.MAX_STRING or 4 + name_len + 2 > len(payload):
+    if name_len > w.MAX_STRING or 4 + name_len + tail > len(payload):
         return None
     name = valid_string(payload[4 : 4 + name_len])
-    pos = 4 + name_len
+    return None if name is None else (name, 4 + name_len)
+
+
+def _parse_info_go(payload: bytes) -> tuple[str, frozenset[int]] | None:
+    parsed = _parse_name(payload, 2)
+    if parsed is None:
+        return None
+    name, pos = parsed
     (count,) = w.U16.unpack_from(payload, pos)
     pos += 2
-    if len(payload) != pos + 2 * count or name is None:
+    if len(payload) != pos + 2 * count:
         return None
     requests = frozenset(w.U16.unpack_from(payload, pos + 2 * i)[0] for i in range(count))
     return name, requests
 
 
 def _parse_meta_request(payload: bytes) -> tuple[str, list[str]] | None:
-    if len(payload) < 8:
+    parsed = _parse_name(payload, 4)
+    if parsed is None:
         return None
-    (name_len,) = w.U32.unpack_from(payload)
-    if name_len > w.MAX_STRING or 4 + name_len + 4 > len(payload):
-        return None
-    export = valid_string(payload[4 : 4 + name_len])
-    pos = 4 + name_len
+    export, pos = parsed
     (count,) = w.U32.unpack_from(payload, pos)
     pos += 4
-    if export is None or count > (len(payload) - pos) // 4:
+    if count > (len(payload) - pos) // 4:
         return None
     queries: list[str] = []
     for _ in range(count):

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from conftest import ServeFactory
-from trioblock import NBDServer
+from libnbdclient import connect, extents_of, fails_with, with_client
 from trioblock._plugins._file import FilePlugin
 from trioblock._plugins._memory import MemoryPlugin
 from trioblock._plugins._null import NullPlugin
@@ -35,69 +35,6 @@ DATA = 0
 
 def memory(size: int = SIZE) -> MemoryPlugin:
     return MemoryPlugin.from_params([("size", str(size))])
-
-
-def connect(
-    server: NBDServer,
-    *,
-    name: str | None = None,
-    setup: Callable[[Any], object] | None = None,
-) -> Any:
-    """A libnbd handle connected to ``server`` (asking for base:allocation).  Blocking."""
-    h = nbd.NBD()
-    h.add_meta_context("base:allocation")
-    if setup is not None:
-        setup(h)
-    if name is None:
-        h.connect_uri(server.uri())
-    else:
-        h.set_export_name(name)
-        if server.unix_path is not None:
-            h.connect_unix(server.unix_path)
-        else:
-            h.connect_tcp("127.0.0.1", str(server.port))
-    return h
-
-
-async def with_client(
-    server: NBDServer,
-    body: Callable[[Any], T],
-    *,
-    name: str | None = None,
-    setup: Callable[[Any], object] | None = None,
-) -> T:
-    """Connect in a worker thread, run ``body(handle)`` there, disconnect cleanly."""
-
-    def work() -> T:
-        h = connect(server, name=name, setup=setup)
-        result = body(h)
-        h.shutdown()
-        return result
-
-    return await trio.to_thread.run_sync(work)
-
-
-def extents_of(h: Any, count: int, offset: int, flags: int = 0) -> list[tuple[int, int]]:
-    """block_status as (length, flags) pairs."""
-    found: list[tuple[int, int]] = []
-
-    def extent(metacontext: str, start: int, entries: list[int], err: Any) -> int:
-        assert metacontext == "base:allocation"
-        assert start == offset
-        found.extend(zip(entries[::2], entries[1::2], strict=True))
-        return 0
-
-    h.block_status(count, offset, extent, flags)
-    return found
-
-
-def fails_with(expected: int, call: Callable[[], object]) -> None:
-    with pytest.raises(nbd.Error) as info:
-        call()
-    assert info.value.errnum == expected, info.value
-
-
-# -- data commands -----------------------------------------------------------------------------
 
 
 async def test_pwrite_then_pread_returns_the_data(serve: ServeFactory) -> None:

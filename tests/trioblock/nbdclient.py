@@ -474,3 +474,16 @@ def converse(
             if answer is not None:
                 answer(event)
     return events
+
+
+# The command flags each command may carry.  proto.md: once SEND_FUA is advertised the server
+# MUST accept FUA on any command (it only matters for writes).
+FLAGS_ALLOWED = {
+    CMD_READ: FLAG_DF | FLAG_FUA,
+    CMD_WRITE: FLAG_FUA,
+    CMD_FLUSH: FLAG_FUA,
+    CMD_TRIM: FLAG_FUA,
+    CMD_CACHE: FLAG_FUA,
+    CMD_WRITE_ZEROES: FLAG_FUA | FLAG_NO_HOLE | FLAG_FAST_ZERO,
+    CMD_BLOCK_STATUS: FLAG_REQ_ONE | FLAG_FUA,
+}

@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from conftest import ServeFactory
+from libnbdclient import connect, extents_of, fails_with, with_client
 from realpeers import run
 from trioblock import NBDServer
 from trioblock._plugins._nbdkit_host import NbdkitPythonPlugin
@@ -58,63 +59,9 @@ def data_calls(plugin: NbdkitPythonPlugin) -> list[tuple[Any, ...]]:
     return out
 
 
-def connect(
-    server: NBDServer, *, name: str | None = None, setup: Callable[[Any], object] | None = None
-) -> Any:
-    """A libnbd handle on ``server`` with base:allocation.  Blocking: call it in a thread."""
-    h = nbd.NBD()
-    h.add_meta_context("base:allocation")
-    if setup is not None:
-        setup(h)
-    assert server.unix_path is not None
-    h.set_export_name("" if name is None else name)
-    h.connect_unix(server.unix_path)
-    return h
-
-
-async def with_client(
-    server: NBDServer,
-    body: Callable[[Any], T],
-    *,
-    name: str | None = None,
-    setup: Callable[[Any], object] | None = None,
-) -> T:
-    """Connect in a worker thread, run ``body(handle)`` there, disconnect cleanly."""
-
-    def work() -> T:
-        h = connect(server, name=name, setup=setup)
-        try:
-            return body(h)
-        finally:
-            h.shutdown()
-
-    return await trio.to_thread.run_sync(work)
-
-
 def not_strict(h: Any) -> None:
     """Let libnbd send what the server advertised against: the server must refuse it itself."""
     h.set_strict_mode(0)
-
-
-def extents_of(h: Any, count: int, offset: int) -> list[tuple[int, int]]:
-    found: list[tuple[int, int]] = []
-
-    def extent(metacontext: str, start: int, entries: Sequence[int], err: Any) -> int:
-        assert start == offset
-        found.extend(zip(entries[::2], entries[1::2], strict=True))
-        return 0
-
-    h.block_status(count, offset, extent)
-    return found
-
-
-def fails_with(expected: int, call: Callable[[], object]) -> None:
-    with pytest.raises(nbd.Error) as info:
-        call()
-    assert info.value.errnum == expected, info.value
-
-
-# -- FUA -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -294,15 +294,7 @@ def test_go_info_replies_round_trip_what_the_server_knows(
 
 # -- transmission round trip against a model ---------------------------------------------------
 
-ALLOWED = {
-    c.CMD_READ: c.FLAG_DF,
-    c.CMD_WRITE: c.FLAG_FUA,
-    c.CMD_FLUSH: 0,
-    c.CMD_TRIM: c.FLAG_FUA,
-    c.CMD_CACHE: 0,
-    c.CMD_WRITE_ZEROES: c.FLAG_FUA | c.FLAG_NO_HOLE | c.FLAG_FAST_ZERO,
-    c.CMD_BLOCK_STATUS: c.FLAG_REQ_ONE,
-}
+ALLOWED = c.FLAGS_ALLOWED
 ALL_TFLAGS = (
     c.HAS_FLAGS
     | c.SEND_FLUSH

@@ -11,7 +11,7 @@ import errno
 import resource
 import struct
 import tracemalloc
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ import trio
 import trio.testing
 
 from conftest import ServeFactory
+from libnbdclient import connect, extents_of
 from trioblock import NBDServer, ThreadModel
 from trioblock._plugins._async import AsyncPlugin
 from trioblock._plugins._memory import MemoryPlugin
@@ -678,27 +679,8 @@ async def test_client_vanishing_mid_write_payload_writes_nothing(
 # -- failing plugins ---------------------------------------------------------------------------
 
 
-def libnbd_connect(server: NBDServer) -> Any:
-    """A libnbd handle on ``server`` with base:allocation.  Blocking: run it in a thread."""
-    h = nbd.NBD()
-    h.add_meta_context("base:allocation")
-    h.connect_uri(server.uri())
-    return h
-
-
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     return await trio.to_thread.run_sync(fn, *args)
-
-
-def extents_of(h: Any, count: int, offset: int) -> list[tuple[int, int]]:
-    found: list[tuple[int, int]] = []
-
-    def extent(metacontext: str, start: int, entries: Sequence[int], err: Any) -> int:
-        found.extend(zip(entries[::2], entries[1::2], strict=True))
-        return 0
-
-    h.block_status(count, offset, extent)
-    return found
 
 
 def healthy_io(h: Any, offset: int) -> None:
@@ -729,9 +711,9 @@ async def test_plugin_raising_in_a_data_callback_fails_that_request_with_eio(
 ) -> None:
     disk = FaultyDisk()
     server = await serve(AsyncPlugin.from_object(disk))
-    bystander = await in_thread(libnbd_connect, server)
+    bystander = await in_thread(connect, server)
     disk.arm(callback)
-    victim = await in_thread(libnbd_connect, server)
+    victim = await in_thread(connect, server)
 
     with pytest.raises(nbd.Error) as failure:
         await in_thread(DATA_CALLBACKS[callback], victim)
@@ -760,7 +742,7 @@ async def test_plugin_raising_while_opening_refuses_go_with_err_unknown_and_retr
 ) -> None:
     disk = FaultyDisk()
     server = await serve(AsyncPlugin.from_object(disk))
-    bystander = await in_thread(libnbd_connect, server)
+    bystander = await in_thread(connect, server)
     disk.arm(callback)
     client = await clients.connect(server)
     await client.greeting()
@@ -799,7 +781,7 @@ async def test_libnbd_sees_a_failing_open_as_a_connection_error(serve: ServeFact
     server = await serve(AsyncPlugin.from_object(disk))
     disk.arm("open")
     with pytest.raises(nbd.Error):
-        await in_thread(libnbd_connect, server)
+        await in_thread(connect, server)
     await assert_serving(server)
 
 
@@ -808,9 +790,9 @@ async def test_plugin_raising_in_close_is_logged_and_the_server_keeps_serving(
 ) -> None:
     disk = FaultyDisk()
     server = await serve(AsyncPlugin.from_object(disk))
-    bystander = await in_thread(libnbd_connect, server)
+    bystander = await in_thread(connect, server)
     disk.arm("close")
-    victim = await in_thread(libnbd_connect, server)
+    victim = await in_thread(connect, server)
     await in_thread(healthy_io, victim, 0)
     await in_thread(victim.shutdown)  # a clean NBD_CMD_DISC: the client sees nothing wrong
     await wait_for_connections(server, 1)
@@ -955,7 +937,7 @@ async def test_64_concurrent_1_mib_reads_never_interleave_their_replies(
         return [bytes(buf.to_bytearray()) for buf in buffers]
 
     def body() -> list[bytes]:
-        h = libnbd_connect(server)
+        h = connect(server)
         try:
             return read_all(h)
         finally:
