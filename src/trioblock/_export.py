@@ -29,9 +29,17 @@ from ._plugins._backend import (
     FUA_NONE,
     Buffer,
     ExportInfo,
+    Hole,
     ThreadModel,
 )
-from ._transmission import block_status_reply, error_reply, read_reply_header, simple_reply
+from ._transmission import (
+    block_status_reply,
+    data_chunk_header,
+    error_reply,
+    hole_chunk,
+    read_reply_header,
+    simple_reply,
+)
 
 log = logging.getLogger("trioblock.server")
 
@@ -127,6 +135,10 @@ def plan(req: Request | WriteRequest, info: ExportInfo, structured: bool, peer: 
             got = sum(len(p) for p in parts)
             if got != req.length:
                 raise RequestFailed(w.EIO, f"plugin returned {got} bytes, not {req.length}")
+            if any(isinstance(p, Hole) for p in parts):
+                if structured and not flags & _F_DF:
+                    return sparse_read_reply(cookie, req.offset, parts)
+                parts = [_zeros(p.length) if isinstance(p, Hole) else p for p in parts]
             return [read_reply_header(cookie, req.offset, req.length, structured), *parts]
         if command == _BLOCK_STATUS:
             assert isinstance(req, Request)
@@ -162,6 +174,37 @@ def plan(req: Request | WriteRequest, info: ExportInfo, structured: bool, peer: 
         log.exception("%s: %s raised", peer, _name(command))
         err = w.EIO
     return [error_reply(cookie, command, err, structured)]
+
+
+def sparse_read_reply(cookie: int, offset: int, parts: Sequence[Buffer | Hole]) -> list[Buffer]:
+    """A structured read reply of OFFSET_DATA chunks (one per run of data) and OFFSET_HOLE chunks,
+    the last one flagged DONE."""
+    runs: list[tuple[int, list[Buffer] | int]] = []  # (offset, data parts) or (offset, hole size)
+    for part in parts:
+        if isinstance(part, Hole):
+            if runs and isinstance(runs[-1][1], int):
+                runs[-1] = (runs[-1][0], runs[-1][1] + part.length)
+            else:
+                runs.append((offset, part.length))
+        elif len(part):
+            if runs and isinstance(runs[-1][1], list):
+                runs[-1][1].append(part)
+            else:
+                runs.append((offset, [part]))
+        offset += len(part)
+    reply: list[Buffer] = []
+    for i, (at, run) in enumerate(runs):
+        done = i == len(runs) - 1
+        if isinstance(run, int):
+            reply.append(hole_chunk(cookie, at, run, done))
+        else:
+            reply.append(data_chunk_header(cookie, at, sum(len(b) for b in run), done))
+            reply += run
+    return reply
+
+
+def _zeros(length: int) -> Buffer:
+    return _ZEROS[:length] if length <= ZERO_CHUNK else bytes(length)
 
 
 def _name(command: int) -> str:

@@ -25,8 +25,10 @@ from trioblock._plugins._backend import (
     FLAG_REQ_ONE,
     FUA_NATIVE,
     FUA_NONE,
+    Hole,
     PluginConnection,
     ThreadModel,
+    read_bytes,
 )
 from trioblock._plugins._file import FilePlugin
 from trioblock._plugins._memory import PAGE_SIZE, MemoryPlugin
@@ -48,8 +50,7 @@ def pattern(n: int, seed: int = 1) -> bytes:
 
 
 async def read(conn: PluginConnection, count: int, offset: int) -> bytes:
-    data = await conn.pread(count, offset, 0)
-    return b"".join(data) if isinstance(data, list) else bytes(data)
+    return read_bytes(await conn.pread(count, offset, 0))
 
 
 # -- parse_size / parse_bool --------------------------------------------------------------------
@@ -178,7 +179,18 @@ async def test_memory_read_spanning_pages_is_a_list_of_page_views_not_a_copy() -
     assert isinstance(data, list)
     assert len(data) == 5  # 64 KiB pages, starting 100 bytes into the first one
     assert all(isinstance(part, memoryview) for part in data)
-    assert b"".join(data) == pattern(256 * KiB)
+    assert read_bytes(data) == pattern(256 * KiB)
+
+
+async def test_memory_read_marks_pages_never_written_as_one_hole_each_run() -> None:
+    _, conn = await open_memory(MiB)
+    await conn.pwrite(memoryview(b"x" * 10), 2 * PAGE_SIZE, 0)
+    data = await conn.pread(4 * PAGE_SIZE, 0, 0)
+    assert isinstance(data, list)
+    assert data[0] == Hole(2 * PAGE_SIZE)  # pages 0 and 1, merged
+    assert read_bytes([data[1]])[:10] == b"x" * 10
+    assert data[2] == Hole(PAGE_SIZE)
+    assert await conn.pread(3 * PAGE_SIZE, 4 * PAGE_SIZE, 0) == [Hole(3 * PAGE_SIZE)]
 
 
 async def test_memory_extents_coalesce_neighbouring_pages() -> None:
@@ -601,15 +613,11 @@ def test_file_fallocate_and_ioctl_constants_match_the_kernel_headers() -> None:
 # -- null ----------------------------------------------------------------------------------------
 
 
-async def test_null_reads_zeros_from_one_shared_buffer() -> None:
+async def test_null_reads_are_holes_without_any_allocation() -> None:
     conn = await NullPlugin(GiB).open(False, "", False)
-    small = await conn.pread(4 * KiB, 0, 0)
-    other = await conn.pread(64 * KiB, 12345, 0)
-    assert isinstance(small, memoryview)
-    assert isinstance(other, memoryview)
-    assert small.obj is other.obj  # no allocation per read
-    assert bytes(small) == bytes(4 * KiB)
-    assert await read(conn, 32 * MiB, 0) == bytes(32 * MiB)
+    assert await conn.pread(4 * KiB, 0, 0) == [Hole(4 * KiB)]
+    assert await conn.pread(32 * MiB, 12345, 0) == [Hole(32 * MiB)]
+    assert await read(conn, 64 * KiB, 0) == bytes(64 * KiB)
 
 
 async def test_null_accepts_every_write_and_reports_one_hole() -> None:

@@ -36,15 +36,31 @@ EXTENT_HOLE = 1
 EXTENT_ZERO = 2
 
 Buffer = bytes | bytearray | memoryview
-ReadResult = Buffer | list[Buffer]
-"""What pread returns: one buffer, or a list of buffers the server sends without joining them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hole:
+    """Part of a read that is all zeros.  Under structured replies (and without DF) the server
+    sends it as an OFFSET_HOLE chunk, twelve bytes instead of ``length`` zeros."""
+
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+
+ReadResult = Buffer | list[Buffer | Hole]
+"""What pread returns: one buffer, or a list of buffers and holes the server sends as they are
+(scatter-gather I/O: a plugin holding data in pieces need not copy or join it)."""
 Extent = tuple[int, int, int]
 """(offset, length, type) as a plugin reports it."""
 
 
 def read_bytes(result: ReadResult) -> bytes:
     """A pread result as one ``bytes`` (for tests and callers that want a copy)."""
-    return b"".join(result) if isinstance(result, list) else bytes(result)
+    if not isinstance(result, list):
+        return bytes(result)
+    return b"".join(bytes(p.length) if isinstance(p, Hole) else p for p in result)
 
 
 class ThreadModel(enum.IntEnum):
@@ -111,8 +127,7 @@ class PluginConnection(abc.ABC):
 
     @abc.abstractmethod
     async def pread(self, count: int, offset: int, flags: int) -> ReadResult:
-        """Return exactly ``count`` bytes read at ``offset`` (a list of buffers is sent with
-        scatter-gather I/O, so a plugin holding data in pieces need not copy it)."""
+        """Return exactly ``count`` bytes read at ``offset`` (see :data:`ReadResult`)."""
 
     async def pwrite(self, buf: memoryview, offset: int, flags: int) -> None:
         raise OSError(30, "read-only export")  # EROFS

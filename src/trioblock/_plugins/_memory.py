@@ -8,12 +8,13 @@ a common request size, so 64 KiB-aligned reads are served without copying, and t
 as many entries, for at most 64 KiB allocated per scattered small write.
 
 Copies: a read inside one page returns a ``memoryview`` of the page itself, a read spanning pages a
-list of such views; the server hands them to ``sendmsg`` as they are, so a read copies nothing in
-Python (joining 256 KiB cost 60 µs and, with many replies in flight, page faults on every fresh
-allocation).  The views alias live storage: a write processed while the reply is still being
-sent can change the bytes on the wire.  NBD leaves the result of overlapping requests that are in
-flight together undefined, and a request the client sends after seeing the read's reply cannot
-overlap it, so this is allowed.
+list of such views, with :class:`Hole` markers for pages never written (sent as OFFSET_HOLE chunks
+when the client negotiated structured replies); the server hands them to ``sendmsg`` as they are,
+so a read copies nothing in Python (joining 256 KiB cost 60 µs and, with many replies in flight,
+page faults on every fresh allocation). The views alias live storage: a write processed while the
+reply is still being sent can change the bytes on the wire. NBD leaves the result of overlapping
+requests that are in flight together undefined, and a request the client sends after seeing the
+read's reply cannot overlap it, so this is allowed.
 
 Concurrency: every operation runs to completion without awaiting, on the Trio thread, so
 requests and connections need no lock (thread model PARALLEL, multi-conn safe).
@@ -36,6 +37,7 @@ from ._backend import (
     Buffer,
     ExportInfo,
     Extent,
+    Hole,
     Plugin,
     PluginConnection,
     ReadResult,
@@ -74,20 +76,23 @@ class _SparseArray:
         index, start = divmod(offset, PAGE_SIZE)
         if start + count <= PAGE_SIZE:
             page = self.pages.get(index)
-            view = _ZERO_VIEW if page is None else memoryview(page)
-            return view[start : start + count]
+            return [Hole(count)] if page is None else memoryview(page)[start : start + count]
         last = (offset + count - 1) // PAGE_SIZE
         if not self._allocated(index, last + 1):
-            return bytes(count)  # calloc: no copy, no memset for large reads
-        parts: list[Buffer] = []
+            return [Hole(count)]
+        parts: list[Buffer | Hole] = []
         for i in range(index, last + 1):
             page = self.pages.get(i)
-            view = _ZERO_VIEW if page is None else memoryview(page)
             n = min(PAGE_SIZE - start, count)
-            parts.append(view[start : start + n])
+            if page is not None:
+                parts.append(memoryview(page)[start : start + n])
+            elif parts and isinstance(parts[-1], Hole):
+                parts[-1] = Hole(parts[-1].length + n)
+            else:
+                parts.append(Hole(n))
             count -= n
             start = 0
-        return parts  # sent with sendmsg, never joined
+        return parts  # sent with sendmsg, never joined; holes as OFFSET_HOLE chunks
 
     def write(self, buf: memoryview, offset: int) -> None:
         index, start = divmod(offset, PAGE_SIZE)

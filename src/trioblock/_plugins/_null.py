@@ -1,7 +1,8 @@
 """The built-in ``null`` plugin: reads zeros, discards writes (nbdkit's ``null``).
 
 Every operation succeeds; extents say the whole disk is a hole that reads as zeros.  Reads return
-slices of one shared, immutable zero buffer, so serving them allocates nothing per request.
+one :class:`Hole`: an OFFSET_HOLE chunk under structured replies, otherwise slices of the server's
+shared zero buffer, so serving them allocates nothing per request.
 """
 
 from __future__ import annotations
@@ -16,33 +17,17 @@ from ._backend import (
     EXTENT_ZERO,
     FUA_NATIVE,
     FUA_NONE,
-    Buffer,
     ExportInfo,
     Extent,
+    Hole,
     Plugin,
     PluginConnection,
+    ReadResult,
     ThreadModel,
 )
 from ._params import MAX_SIZE, parse_size
 
 __all__ = ["NullPlugin"]
-
-_INITIAL_ZEROS = 1024 * 1024
-
-
-class _Zeros:
-    """A read-only zero buffer shared by all reads, grown (by powers of two) on demand.
-
-    ``bytes(n)`` comes from calloc, so even a large buffer stays untouched zero pages.
-    """
-
-    def __init__(self) -> None:
-        self._view = memoryview(bytes(_INITIAL_ZEROS))
-
-    def get(self, count: int) -> memoryview:
-        if count > len(self._view):
-            self._view = memoryview(bytes(1 << (count - 1).bit_length()))
-        return self._view[:count]
 
 
 class NullPlugin(Plugin):
@@ -57,7 +42,6 @@ class NullPlugin(Plugin):
         if not 0 <= size <= MAX_SIZE:
             raise ValueError(f"null: size {size} is not in 0 .. 2**63-1")
         self.size = size
-        self._zeros = _Zeros()
 
     @classmethod
     def from_params(cls, params: Sequence[tuple[str, str]]) -> NullPlugin:
@@ -71,13 +55,12 @@ class NullPlugin(Plugin):
 
     async def open(self, readonly: bool, export_name: str, is_tls: bool) -> PluginConnection:
         await trio.lowlevel.checkpoint()
-        return _NullConnection(self.size, self._zeros, readonly)
+        return _NullConnection(self.size, readonly)
 
 
 class _NullConnection(PluginConnection):
-    def __init__(self, size: int, zeros: _Zeros, readonly: bool) -> None:
+    def __init__(self, size: int, readonly: bool) -> None:
         self._size = size
-        self._zeros = zeros
         self._readonly = readonly
 
     async def info(self) -> ExportInfo:
@@ -96,9 +79,9 @@ class _NullConnection(PluginConnection):
             can_cache=CACHE_NATIVE,
         )
 
-    async def pread(self, count: int, offset: int, flags: int) -> Buffer:
+    async def pread(self, count: int, offset: int, flags: int) -> ReadResult:
         await trio.lowlevel.checkpoint()
-        return self._zeros.get(count)
+        return [Hole(count)]  # an OFFSET_HOLE chunk, or zeros where the client needs bytes
 
     async def pwrite(self, buf: memoryview, offset: int, flags: int) -> None:
         await trio.lowlevel.checkpoint()
