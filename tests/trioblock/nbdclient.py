@@ -487,3 +487,15 @@ FLAGS_ALLOWED = {
     CMD_WRITE_ZEROES: FLAG_FUA | FLAG_NO_HOLE | FLAG_FAST_ZERO,
     CMD_BLOCK_STATUS: FLAG_REQ_ONE | FLAG_FUA,
 }
+
+# Every transmission flag a fully capable writable export advertises.
+ALL_TFLAGS = (
+    HAS_FLAGS
+    | SEND_FLUSH
+    | SEND_FUA
+    | SEND_TRIM
+    | SEND_WRITE_ZEROES
+    | SEND_DF
+    | SEND_CACHE
+    | SEND_FAST_ZERO
+)

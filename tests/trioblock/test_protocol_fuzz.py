@@ -295,16 +295,7 @@ def test_go_info_replies_round_trip_what_the_server_knows(
 # -- transmission round trip against a model ---------------------------------------------------
 
 ALLOWED = c.FLAGS_ALLOWED
-ALL_TFLAGS = (
-    c.HAS_FLAGS
-    | c.SEND_FLUSH
-    | c.SEND_FUA
-    | c.SEND_TRIM
-    | c.SEND_WRITE_ZEROES
-    | c.SEND_DF
-    | c.SEND_CACHE
-    | c.SEND_FAST_ZERO
-)
+ALL_TFLAGS = c.ALL_TFLAGS
 COOKIES = st.integers(0, 2**64 - 1)
 Expected = tuple[bytes, object]  # what the client sends, the event it must give
 

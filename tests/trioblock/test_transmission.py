@@ -28,16 +28,7 @@ from trioblock.protocol import (
 
 SIZE = 1 << 20
 MiB = 1 << 20
-ALL_TFLAGS = (
-    c.HAS_FLAGS
-    | c.SEND_FLUSH
-    | c.SEND_FUA
-    | c.SEND_TRIM
-    | c.SEND_WRITE_ZEROES
-    | c.SEND_DF
-    | c.SEND_CACHE
-    | c.SEND_FAST_ZERO
-)
+ALL_TFLAGS = c.ALL_TFLAGS
 RANGED = (c.CMD_READ, c.CMD_WRITE, c.CMD_TRIM, c.CMD_CACHE, c.CMD_WRITE_ZEROES, c.CMD_BLOCK_STATUS)
 FOLLOW = c.request(c.CMD_READ, cookie=99, offset=0, length=1)
 FOLLOW_EVENT = Request(99, c.CMD_READ, 0, 0, 1)

@@ -108,6 +108,24 @@ class BlockingOps(Protocol):
     def extents(self, count: int, offset: int, flags: int) -> Sequence[Extent]: ...
 
 
+def in_memory_export_info(size: int, *, readonly: bool) -> ExportInfo:
+    """What an export held in memory can do: everything, natively (flush, FUA, cache and zeroing
+    are free, so all are advertised), and safely from several connections."""
+    writable = not readonly
+    return ExportInfo(
+        size=size,
+        can_write=writable,
+        can_flush=True,
+        can_trim=writable,
+        can_zero=writable,
+        can_fast_zero=writable,
+        can_extents=True,
+        can_multi_conn=True,
+        can_fua=FUA_NATIVE if writable else FUA_NONE,
+        can_cache=CACHE_NATIVE,
+    )
+
+
 class PluginConnection(abc.ABC):
     """One open handle of a plugin, for one client connection.
 

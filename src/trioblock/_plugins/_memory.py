@@ -28,12 +28,9 @@ from collections.abc import Sequence
 import trio
 
 from ._backend import (
-    CACHE_NATIVE,
     EXTENT_HOLE,
     EXTENT_ZERO,
     FLAG_REQ_ONE,
-    FUA_NATIVE,
-    FUA_NONE,
     Buffer,
     ExportInfo,
     Extent,
@@ -42,6 +39,7 @@ from ._backend import (
     PluginConnection,
     ReadResult,
     ThreadModel,
+    in_memory_export_info,
 )
 from ._params import MAX_SIZE, parse_size
 
@@ -221,19 +219,7 @@ class _MemoryConnection(PluginConnection):
 
     async def info(self) -> ExportInfo:
         await trio.lowlevel.checkpoint()
-        writable = not self._readonly
-        return ExportInfo(
-            size=self._array.size,
-            can_write=writable,
-            can_flush=True,
-            can_trim=writable,
-            can_zero=writable,
-            can_fast_zero=writable,  # zeroing is dropping pages: always fast
-            can_extents=True,
-            can_multi_conn=True,
-            can_fua=FUA_NATIVE if writable else FUA_NONE,  # flush is a no-op, so FUA is too
-            can_cache=CACHE_NATIVE,  # already in memory: cache is a no-op
-        )
+        return in_memory_export_info(self._array.size, readonly=self._readonly)
 
     async def pread(self, count: int, offset: int, flags: int) -> ReadResult:
         await trio.lowlevel.checkpoint()

@@ -12,11 +12,8 @@ from collections.abc import Sequence
 import trio
 
 from ._backend import (
-    CACHE_NATIVE,
     EXTENT_HOLE,
     EXTENT_ZERO,
-    FUA_NATIVE,
-    FUA_NONE,
     ExportInfo,
     Extent,
     Hole,
@@ -24,6 +21,7 @@ from ._backend import (
     PluginConnection,
     ReadResult,
     ThreadModel,
+    in_memory_export_info,
 )
 from ._params import MAX_SIZE, parse_size
 
@@ -65,19 +63,7 @@ class _NullConnection(PluginConnection):
 
     async def info(self) -> ExportInfo:
         await trio.lowlevel.checkpoint()
-        writable = not self._readonly
-        return ExportInfo(
-            size=self._size,
-            can_write=writable,
-            can_flush=True,
-            can_trim=writable,
-            can_zero=writable,
-            can_fast_zero=writable,
-            can_extents=True,
-            can_multi_conn=True,
-            can_fua=FUA_NATIVE if writable else FUA_NONE,
-            can_cache=CACHE_NATIVE,
-        )
+        return in_memory_export_info(self._size, readonly=self._readonly)
 
     async def pread(self, count: int, offset: int, flags: int) -> ReadResult:
         await trio.lowlevel.checkpoint()
