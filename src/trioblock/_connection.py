@@ -21,7 +21,6 @@ import trio
 from . import _wire as w
 from ._events import (
     NEED_DATA,
-    Aborted,
     Disconnect,
     ExportRequest,
     HandshakeComplete,
@@ -195,6 +194,8 @@ class Connection:
             while True:
                 event = hs.next_event()
                 await self._send(hs.data_to_send())
+                if hs.closed:  # aborted, or an EXPORT_NAME that failed: nothing more to say
+                    return None, None
                 if event is NEED_DATA:
                     hs.receive_data(await self._receive())
                 elif isinstance(event, ListExports):
@@ -205,8 +206,6 @@ class Connection:
                     export = await self._open(hs, event, ctx)
                 elif isinstance(event, StartTLS):
                     await self._start_tls(hs, ctx)
-                elif isinstance(event, Aborted):
-                    return None, None
                 elif isinstance(event, HandshakeComplete):
                     await self._send(hs.data_to_send())
                     return event, export

@@ -776,6 +776,21 @@ async def test_plugin_exception_text_at_open_stays_in_the_log_not_the_option_rep
     assert b"RuntimeError" not in reply.data
 
 
+async def test_failing_open_after_export_name_closes_the_connection_at_once(
+    serve: ServeFactory, clients: Clients
+) -> None:
+    # EXPORT_NAME has no error reply: the server must hang up, not wait for the timeout.
+    disk = FaultyDisk()
+    server = await serve(AsyncPlugin.from_object(disk), handshake_timeout=60)
+    disk.arm("open")
+    client = await clients.connect(server)
+    await client.greeting()
+    await client.send(c.client_flags(no_zeroes=True), c.export_name(""))
+    with trio.fail_after(5):
+        await client.expect_eof()
+    await assert_serving(server)
+
+
 async def test_libnbd_sees_a_failing_open_as_a_connection_error(serve: ServeFactory) -> None:
     disk = FaultyDisk()
     server = await serve(AsyncPlugin.from_object(disk))
