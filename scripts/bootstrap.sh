@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(libnbd-bin python3-libnbd qemu-utils fio nbdkit nbdkit-plugin-python openssl gnutls-bin)
+DEB_PACKAGES=(libnbd-bin python3-libnbd qemu-utils fio nbdkit nbdkit-plugin-python openssl gnutls-bin
+              nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils iproute2 util-linux)
 
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
