@@ -1,0 +1,1 @@
+"""pytest plugin: the fixtures triofd ships for its users' tests."""
