@@ -1,5 +1,5 @@
 # The two commands of the README.  Each one sets up what is missing first (scripts/bootstrap.sh).
-.PHONY: demo test lint bench bootstrap
+.PHONY: demo test lint bench bench-nbd bench-nfs bench-fd bench-kuiper bootstrap
 
 VENV := .venv/bin
 
@@ -17,5 +17,17 @@ lint: bootstrap
 test: lint
 	$(VENV)/pytest -q
 
-bench: bootstrap
+# Benchmarks are never part of the test suite; each runs ours and the reference tool side by side.
+bench: bench-nbd bench-nfs bench-fd bench-kuiper
+
+bench-nbd: bootstrap
 	$(VENV)/python bench/run.py
+
+bench-nfs: bootstrap
+	$(VENV)/python bench/nfs.py
+
+bench-fd: bootstrap
+	$(VENV)/python bench/fd.py
+
+bench-kuiper: bootstrap
+	$(VENV)/python bench/kuiper.py
