@@ -1,0 +1,262 @@
+"""``trionfs cp``: copies between local paths and NFS mounts, with GNU cp's semantics.
+
+* A file source is copied onto ``dest``, or into it when ``dest`` is an existing directory
+  (the caller decides that).  Without ``-r`` a directory source is skipped with an error
+  ("-r not specified; omitting directory"), and symlinks are followed.
+* With ``-r`` a directory is copied onto a new ``dest`` (created) or merged into an existing
+  directory ``dest``; symlinks are copied as symlinks (``cp -r`` implies ``-P``).
+* Runs of zero bytes are not written: the copy of a sparse file is sparse where the
+  filesystem allows, and reads back as zeros everywhere.
+* A progress line on stderr when asked (``--progress``, or a terminal).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+import sys
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+from ._context import NFS
+from ._file import NFSFile
+
+CHUNK = 1 << 20
+HOLE_BLOCK = 64 << 10
+"""Granularity of hole detection: all-zero blocks of this size are not written."""
+_ZEROS = bytes(HOLE_BLOCK)
+
+
+def _data_runs(chunk: bytes) -> list[tuple[int, int]]:
+    """``(start, end)`` runs of ``chunk`` that are not all-zero ``HOLE_BLOCK`` blocks."""
+    runs: list[tuple[int, int]] = []
+    view = memoryview(chunk)
+    for start in range(0, len(chunk), HOLE_BLOCK):
+        block = view[start : start + HOLE_BLOCK]
+        if block == _ZEROS[: len(block)]:
+            continue
+        end = start + len(block)
+        if runs and runs[-1][1] == start:
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
+    return runs
+
+
+class Reader(Protocol):
+    async def read(self, size: int) -> bytes: ...
+    async def aclose(self) -> None: ...
+
+
+class Writer(Protocol):
+    async def pwrite(self, data: bytes, offset: int) -> int: ...
+    async def truncate(self, size: int) -> int: ...
+    async def aclose(self) -> None: ...
+
+
+class Side(Protocol):
+    """One end of a copy: the local filesystem or one NFS mount."""
+
+    async def lstat(self, path: str) -> os.stat_result: ...
+    async def stat(self, path: str) -> os.stat_result: ...
+    async def isdir(self, path: str) -> bool: ...
+    async def readlink(self, path: str) -> str: ...
+    async def listdir(self, path: str) -> list[str]: ...
+    async def mkdir(self, path: str, mode: int) -> None: ...
+    async def symlink(self, target: str, path: str) -> None: ...
+    async def unlink(self, path: str) -> None: ...
+    async def open_read(self, path: str) -> Reader: ...
+    async def open_write(self, path: str, mode: int) -> Writer: ...
+    def join(self, a: str, b: str) -> str: ...
+    def basename(self, path: str) -> str: ...
+
+
+class NFSSide:
+    def __init__(self, nfs: NFS) -> None:
+        self.nfs = nfs
+
+    async def lstat(self, path: str) -> os.stat_result:
+        return await self.nfs.lstat(path)
+
+    async def stat(self, path: str) -> os.stat_result:
+        return await self.nfs.stat(path)
+
+    async def isdir(self, path: str) -> bool:
+        return await self.nfs.isdir(path)
+
+    async def readlink(self, path: str) -> str:
+        return await self.nfs.readlink(path)
+
+    async def listdir(self, path: str) -> list[str]:
+        return await self.nfs.listdir(path)
+
+    async def mkdir(self, path: str, mode: int) -> None:
+        await self.nfs.mkdir(path, mode)
+
+    async def symlink(self, target: str, path: str) -> None:
+        await self.nfs.symlink(target, path)
+
+    async def unlink(self, path: str) -> None:
+        await self.nfs.unlink(path)
+
+    async def open_read(self, path: str) -> Reader:
+        f = await self.nfs.open(path, "rb")
+        assert isinstance(f, NFSFile)
+        return f
+
+    async def open_write(self, path: str, mode: int) -> Writer:
+        f = await self.nfs.open(path, "wb", perms=mode)
+        assert isinstance(f, NFSFile)
+        return f
+
+    def join(self, a: str, b: str) -> str:
+        return posixpath.join(a, b)
+
+    def basename(self, path: str) -> str:
+        return posixpath.basename(path.rstrip("/")) or "/"
+
+
+class _LocalFile:
+    """A local file for the copy loop; the blocking calls run in a worker thread."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    async def read(self, size: int) -> bytes:
+        return await trio.to_thread.run_sync(os.read, self.fd, size)
+
+    async def pwrite(self, data: bytes, offset: int) -> int:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += await trio.to_thread.run_sync(os.pwrite, self.fd, view[done:], offset + done)
+        return done
+
+    async def truncate(self, size: int) -> int:
+        await trio.to_thread.run_sync(os.ftruncate, self.fd, size)
+        return size
+
+    async def aclose(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+        await trio.lowlevel.checkpoint()
+
+
+class LocalSide:
+    async def lstat(self, path: str) -> os.stat_result:
+        return await trio.to_thread.run_sync(os.lstat, path)
+
+    async def stat(self, path: str) -> os.stat_result:
+        return await trio.to_thread.run_sync(os.stat, path)
+
+    async def isdir(self, path: str) -> bool:
+        return await trio.to_thread.run_sync(os.path.isdir, path)
+
+    async def readlink(self, path: str) -> str:
+        return await trio.to_thread.run_sync(os.readlink, path)
+
+    async def listdir(self, path: str) -> list[str]:
+        return await trio.to_thread.run_sync(os.listdir, path)
+
+    async def mkdir(self, path: str, mode: int) -> None:
+        await trio.to_thread.run_sync(os.mkdir, path, mode)
+
+    async def symlink(self, target: str, path: str) -> None:
+        await trio.to_thread.run_sync(os.symlink, target, path)
+
+    async def unlink(self, path: str) -> None:
+        await trio.to_thread.run_sync(os.unlink, path)
+
+    async def open_read(self, path: str) -> Reader:
+        fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        return _LocalFile(fd)
+
+    async def open_write(self, path: str, mode: int) -> Writer:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        fd = await trio.to_thread.run_sync(os.open, path, flags, mode)
+        return _LocalFile(fd)
+
+    def join(self, a: str, b: str) -> str:
+        return os.path.join(a, b)
+
+    def basename(self, path: str) -> str:
+        return os.path.basename(path.rstrip("/")) or "/"
+
+
+class Copier:
+    def __init__(self, *, recursive: bool, progress: bool,
+                 fail: Callable[[str, BaseException | str], None]) -> None:  # fmt: skip
+        self.recursive = recursive
+        self.progress = progress
+        self._fail = fail
+        self.failed = False
+
+    def fail(self, shown: str, exc: BaseException | str) -> None:
+        self.failed = True
+        self._fail(shown, exc)
+
+    async def copy(self, src: Side, spath: str, dst: Side, dpath: str, *, shown: str) -> None:
+        st = await (src.lstat(spath) if self.recursive else src.stat(spath))
+        if stat.S_ISDIR(st.st_mode):
+            if not self.recursive:
+                self.fail(shown, "-r not specified; omitting directory")
+                return
+            await self._copy_dir(src, spath, dst, dpath, st, shown)
+        elif stat.S_ISLNK(st.st_mode):
+            target = await src.readlink(spath)
+            try:
+                await dst.symlink(target, dpath)
+            except FileExistsError:
+                await dst.unlink(dpath)
+                await dst.symlink(target, dpath)
+        elif stat.S_ISREG(st.st_mode):
+            await self._copy_file(src, spath, dst, dpath, st, shown)
+        else:
+            self.fail(shown, "not a regular file, directory or symlink: skipped")
+
+    async def _copy_dir(self, src: Side, spath: str, dst: Side, dpath: str,
+                        st: os.stat_result, shown: str) -> None:  # fmt: skip
+        if not await dst.isdir(dpath):
+            await dst.mkdir(dpath, stat.S_IMODE(st.st_mode) | 0o700)
+        for name in sorted(await src.listdir(spath)):
+            child = src.join(spath, name)
+            try:
+                await self.copy(src, child, dst, dst.join(dpath, name),
+                                shown=posixpath.join(shown, name))  # fmt: skip
+            except OSError as exc:
+                self.fail(posixpath.join(shown, name), exc)
+
+    async def _copy_file(self, src: Side, spath: str, dst: Side, dpath: str,
+                         st: os.stat_result, shown: str) -> None:  # fmt: skip
+        reader = await src.open_read(spath)
+        try:
+            writer = await dst.open_write(dpath, stat.S_IMODE(st.st_mode))
+            try:
+                offset = 0
+                started = time.monotonic()
+                while chunk := await reader.read(CHUNK):
+                    for start, end in _data_runs(chunk):
+                        await writer.pwrite(chunk[start:end], offset + start)
+                    offset += len(chunk)
+                    if self.progress:
+                        self._show(shown, offset, st.st_size, started)
+                await writer.truncate(offset)  # the length, holes included
+            finally:
+                await writer.aclose()
+        finally:
+            await reader.aclose()
+        if self.progress:
+            sys.stderr.write("\n")
+
+    def _show(self, shown: str, done: int, total: int, started: float) -> None:
+        elapsed = max(time.monotonic() - started, 1e-6)
+        pct = f"{100 * done // total:3d}%" if total else "   "
+        rate = done / elapsed / 1e6
+        name = shown if len(shown) <= 40 else "..." + shown[-37:]
+        sys.stderr.write(f"\r{name:<40} {pct} {done / 1e6:10.1f} MB {rate:8.1f} MB/s")
+        sys.stderr.flush()

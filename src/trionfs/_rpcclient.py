@@ -1,0 +1,576 @@
+"""The Trio shell: one TCP connection to one RPC program, many calls in flight on it.
+
+Shape (per ``RPCClient``):
+
+- callers encode their call, register it in the xid table, then send the whole record under
+  one lock (``sendmsg`` of header + payload views: the payload is never copied).  A send that
+  fails or is cancelled part-way marks the connection broken: half a record is never followed
+  by another record;
+- one reader task per connection receives records (``recv_into`` a scratch buffer, or straight
+  into the record being assembled for large fragments) and wakes the caller that owns the xid;
+  a reply nobody waits for any more (cancelled or timed-out call) is dropped;
+- one manager task owns the connection's life: when the connection drops it reconnects
+  according to ``autoreconnect`` and retransmits every call still waiting, with its same xid
+  and bytes (the server's duplicate request cache then answers non-idempotent calls once).
+
+Timeouts (``timeo`` seconds per attempt; ``retrans`` retransmissions of the same xid; then
+``RPCTimeoutError``) are per call and never break the connection for the others.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import logging
+import math
+import os
+import random
+import socket
+import struct
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Final
+
+import trio
+
+from ._errors import RemoteProtocolError, RPCTimeoutError
+from ._rpc import (
+    DEFAULT_MAX_RECORD,
+    LAST_FRAGMENT,
+    MAX_FRAGMENT,
+    NEED_DATA,
+    Auth,
+    AuthNone,
+    CallEncoder,
+    RecordReceiver,
+    XidAllocator,
+    decode_reply,
+    frame_record,
+    peek_xid,
+)
+from ._xdr import Buffer, Unpacker
+
+logger = logging.getLogger("trionfs.rpc")
+
+_SCRATCH_SIZE: Final = 128 * 1024
+_IOV_MAX: Final = 512
+_JOIN_LIMIT: Final = 64 * 1024
+_U32 = struct.Struct(">I")
+_RECONNECT_DELAY_MIN: Final = 0.05
+_RECONNECT_DELAY_MAX: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RPCOptions:
+    """Connection policy, shared by every program client.
+
+    - ``auth``: credentials for every call (``AuthNone()`` or ``AuthSys(...)``).
+    - ``timeo``: seconds to wait for a reply before retransmitting (None: forever).
+    - ``retrans``: retransmissions (same xid) after a timeout before ``RPCTimeoutError``.
+    - ``autoreconnect``: after the connection drops, -1 reconnects forever, 0 never (calls
+      then fail with ``trio.BrokenResourceError``), N tries N times.
+    - ``privileged_port``: bind a source port below 1024 before connecting; None means "when
+      running as root" (falling back to an ordinary port if none is free).
+    - ``connect_timeout``: seconds for one TCP connect attempt (None: the kernel's limit).
+    - ``max_record_size``: the largest reply record accepted (checked before allocation).
+    - ``max_fragment``: the largest record fragment we send.
+    """
+
+    auth: Auth = field(default_factory=AuthNone)
+    timeo: float | None = 60.0
+    retrans: int = 2
+    autoreconnect: int = -1
+    privileged_port: bool | None = None
+    connect_timeout: float | None = 30.0
+    max_record_size: int = DEFAULT_MAX_RECORD
+    max_fragment: int = MAX_FRAGMENT
+
+    def __post_init__(self) -> None:
+        if self.timeo is not None and not self.timeo > 0:
+            raise ValueError("timeo must be positive (or None)")
+        if self.retrans < 0:
+            raise ValueError("retrans must be >= 0")
+        if self.autoreconnect < -1:
+            raise ValueError("autoreconnect must be -1, 0 or a positive count")
+
+
+def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    while len(group.exceptions) == 1:
+        inner = group.exceptions[0]
+        if not isinstance(inner, BaseExceptionGroup):
+            return inner
+        group = inner
+    return None
+
+
+def _truncated() -> trio.BrokenResourceError:
+    # A connection loss like any other (the server may have restarted mid-reply): the call is
+    # retransmitted after reconnecting, or fails with this as the cause.
+    return trio.BrokenResourceError("connection closed in the middle of a reply")
+
+
+class _Conn:
+    """One TCP connection: the Trio socket (connect, close with notify_closing) and the same
+    socket as the stdlib object, for non-blocking fast paths that wait through
+    ``trio.lowlevel.wait_readable``/``wait_writable`` only when the kernel says so."""
+
+    __slots__ = ("raw", "sock")
+
+    def __init__(self, raw: socket.socket) -> None:
+        raw.setblocking(False)
+        self.raw = raw
+        self.sock = trio.socket.from_stdlib_socket(raw)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class _Default(enum.Enum):
+    TOKEN = 0
+
+
+class _Call:
+    __slots__ = ("borrowed", "done", "error", "frames", "record", "sending_on", "sent_gen", "xid")
+
+    def __init__(self, xid: int, frames: list[Buffer], borrowed: bool) -> None:
+        self.xid = xid
+        self.frames = frames
+        self.borrowed = borrowed  # frames are views of the caller's buffers
+        self.sending_on: _Conn | None = None  # set while some task is sending the frames
+        self.sent_gen = -1
+        self.done = trio.Event()
+        self.record: memoryview | None = None
+        self.error: BaseException | None = None
+
+
+class RPCClient:
+    """Calls to one program/version over one TCP connection.  Create with ``connect``."""
+
+    def __init__(
+        self, host: str, port: int, prog: int, vers: int, options: RPCOptions | None = None
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.prog = prog
+        self.vers = vers
+        self.options = options if options is not None else RPCOptions()
+        self._encoder = CallEncoder(prog, vers, self.options.auth)
+        self._xids = XidAllocator()
+        self._pending: dict[int, _Call] = {}
+        self._send_lock = trio.StrictFIFOLock()
+        self._conn: _Conn | None = None
+        self._gen = 0
+        self._connected = trio.Event()
+        self._closed = False
+        self._failure: BaseException | None = None
+        self._manager_scope: trio.CancelScope | None = None
+        self._tasks: trio.Nursery | None = None
+        self.reconnects = 0
+        """How many times the connection was re-established (for tests and metrics)."""
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, host: str, port: int, prog: int, vers: int, options: RPCOptions | None = None
+    ) -> AsyncIterator[RPCClient]:
+        """Connect (the first attempt's failure is raised as ``OSError``), run the reader in
+        a nursery of our own, and close everything on exit."""
+        client = cls(host, port, prog, vers, options)
+        conn = await client._open_socket()
+        try:
+            async with trio.open_nursery() as nursery:
+                client._install(conn)
+                client._manager_scope = await nursery.start(client._background, conn)
+                try:
+                    yield client
+                finally:
+                    await client.aclose()
+        except BaseExceptionGroup as group:
+            # Our background tasks do not raise, so a group holds the body's one exception:
+            # hand it back as is so ``except FileNotFoundError`` around the block works.
+            exc = _sole_exception(group)
+            if exc is None:
+                raise
+            cause, context = exc.__cause__, exc.__context__
+            try:
+                raise exc
+            finally:
+                exc.__cause__, exc.__context__ = cause, context
+                del exc
+
+    async def aclose(self) -> None:
+        """Close the connection; calls still waiting get ``trio.ClosedResourceError``."""
+        if not self._closed:
+            self._closed = True
+            if self._manager_scope is not None:
+                self._manager_scope.cancel()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self._fail_pending(trio.ClosedResourceError("the RPC client was closed"))
+            self._connected.set()  # wake anyone waiting to send; they will see _closed
+        await trio.lowlevel.checkpoint()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    # -- calls ----------------------------------------------------------------------------
+
+    async def call(
+        self,
+        proc: int,
+        args: Buffer | Sequence[Buffer] = b"",
+        *,
+        timeo: float | _Default | None = _Default.TOKEN,
+    ) -> Unpacker:
+        """Call ``proc`` with XDR-encoded ``args`` (one buffer, or pieces that are sent in
+        order without being joined); return an ``Unpacker`` at the start of the results.
+
+        Raises an ``RPCError`` subclass if the server refused the call, ``RPCTimeoutError``
+        after ``retrans`` retransmissions without a reply, ``RemoteProtocolError`` for a
+        malformed reply, ``trio.BrokenResourceError`` when the connection is lost for good,
+        ``trio.ClosedResourceError`` after ``aclose``.  Buffers in ``args`` must not change
+        until the call returns.  ``timeo`` overrides the per-attempt timeout for this call.
+        """
+        self._check_usable()
+        xid = self._xids.allocate()
+        while xid in self._pending:
+            xid = self._xids.allocate()
+        head = self._encoder.header(xid, proc)
+        if isinstance(args, bytes | bytearray | memoryview):
+            pieces: list[Buffer] = [head, args]
+        else:
+            pieces = [head, *args]
+        total = sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in pieces)
+        if total <= _JOIN_LIMIT and total <= self.options.max_fragment:
+            # Small calls: one buffer, one syscall; joining is cheaper than scatter/gather.
+            frames: list[Buffer] = [b"".join([_U32.pack(LAST_FRAGMENT | total), *pieces])]
+            call = _Call(xid, frames, borrowed=False)
+        else:
+            call = _Call(xid, frame_record(pieces, self.options.max_fragment), borrowed=True)
+        self._pending[xid] = call
+        limit = self.options.timeo if isinstance(timeo, _Default) else timeo
+        deadline_each = math.inf if limit is None else limit
+        try:
+            for attempt in range(self.options.retrans + 1):
+                with trio.move_on_after(deadline_each):
+                    await self._transmit(call)
+                    await call.done.wait()
+                if call.done.is_set():
+                    break
+                logger.debug("xid %#x: no reply after %ss (attempt %d)", xid, limit, attempt + 1)
+                call.sent_gen = -1  # retransmit, same xid
+            else:
+                raise RPCTimeoutError(
+                    f"no reply from {self.host}:{self.port} (program {self.prog}, procedure "
+                    f"{proc}) after {self.options.retrans + 1} attempt(s) of {limit}s"
+                )
+        finally:
+            self._pending.pop(xid, None)
+            conn = call.sending_on
+            if conn is not None and call.borrowed:
+                # Another task (a retransmission after a reconnect) is part-way through
+                # sending our buffers and we are leaving (cancelled): the caller may reuse
+                # them at once, so the rest of that record must never be sent.
+                self._break(conn)
+        if call.error is not None:
+            raise call.error
+        assert call.record is not None
+        return decode_reply(call.record)
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the RPC client was closed")
+        if self._failure is not None:
+            raise trio.BrokenResourceError(
+                f"connection to {self.host}:{self.port} lost"
+            ) from self._failure
+
+    async def _transmit(self, call: _Call) -> None:
+        """Send the call on the current connection unless it already went out on it."""
+        while not call.done.is_set():
+            conn = self._conn
+            if conn is None:
+                self._check_usable()
+                await self._connected.wait()
+                continue
+            # acquire_nowait first: ``async with lock`` would cost a scheduler round per call.
+            lock = self._send_lock
+            try:
+                lock.acquire_nowait()
+            except trio.WouldBlock:
+                await lock.acquire()
+            try:
+                if self._conn is not conn:
+                    continue  # the connection changed while we queued
+                if call.sent_gen != self._gen:
+                    try:
+                        await self._send_call(conn, call)
+                    except (OSError, trio.ClosedResourceError) as exc:
+                        logger.debug("send failed, waiting for a new connection: %r", exc)
+                        continue
+                    call.sent_gen = self._gen
+            finally:
+                lock.release()
+            return
+        await trio.lowlevel.checkpoint()
+
+    async def _send_call(self, conn: _Conn, call: _Call) -> None:
+        call.sending_on = conn
+        try:
+            await self._send_record(conn, call.frames)
+        finally:
+            call.sending_on = None
+
+    async def _send_record(self, conn: _Conn, frames: list[Buffer]) -> None:
+        """Send a whole record (call with the lock held).  If anything goes wrong after the
+        first byte, the connection is broken and the exception propagates.  Does not
+        checkpoint when the kernel takes everything at once (callers checkpoint after)."""
+        views = [memoryview(f).cast("B") for f in frames]
+        raw = conn.raw
+        sent_any = False
+        try:
+            while views:
+                try:
+                    n = raw.sendmsg(views[:_IOV_MAX])
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(raw)
+                    continue
+                sent_any = True
+                while n:
+                    first = views[0]
+                    if n >= first.nbytes:
+                        n -= first.nbytes
+                        views.pop(0)
+                    else:
+                        views[0] = first[n:]
+                        n = 0
+                while views and not views[0].nbytes:
+                    views.pop(0)
+        except BaseException as exc:
+            # A cancellation before the first byte leaves the stream clean; anything else
+            # leaves half a record (or a dead socket) behind.
+            if sent_any or not isinstance(exc, trio.Cancelled):
+                self._break(conn)
+            raise
+
+    def _break(self, conn: _Conn) -> None:
+        """Mark ``conn`` unusable: the reader wakes with ClosedResourceError and the manager
+        reconnects."""
+        if self._conn is conn:
+            self._conn = None
+            self._connected = trio.Event()
+        conn.close()
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        for call in list(self._pending.values()):
+            if not call.done.is_set():
+                call.error = exc
+                call.done.set()
+
+    # -- connection management ------------------------------------------------------------
+
+    def _install(self, conn: _Conn) -> None:
+        self._conn = conn
+        self._gen += 1
+        self._connected.set()
+
+    async def _background(
+        self,
+        conn: _Conn,
+        *,
+        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The client's own tasks, under a scope that ``aclose`` cancels (never the caller's)."""
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as tasks:
+                self._tasks = tasks
+                task_status.started(scope)
+                await self._manage(conn)
+
+    async def _manage(self, conn: _Conn) -> None:
+        while True:
+            try:
+                await self._reader(conn)
+                cause: BaseException = ConnectionResetError(
+                    errno.ECONNRESET, "the server closed the connection"
+                )
+            except RemoteProtocolError as exc:
+                # Framing or routing is lost: no way to tell which reply is whose.
+                logger.warning("malformed reply from %s:%s: %s", self.host, self.port, exc)
+                self._break(conn)
+                self._give_up(exc)
+                return
+            except (OSError, trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+                cause = exc
+            self._break(conn)
+            if self._closed:
+                return
+            logger.info("connection to %s:%s lost: %r", self.host, self.port, cause)
+            new = await self._reconnect(cause)
+            if new is None:
+                return
+            conn = new
+            self.reconnects += 1
+            self._install(conn)
+            assert self._tasks is not None
+            self._tasks.start_soon(self._resend_pending, conn)
+
+    def _give_up(self, cause: BaseException) -> None:
+        self._failure = cause
+        if isinstance(cause, RemoteProtocolError):
+            self._fail_pending(cause)
+        else:
+            broken = trio.BrokenResourceError(f"connection to {self.host}:{self.port} lost")
+            broken.__cause__ = cause
+            self._fail_pending(broken)
+        self._connected.set()  # wake senders: they see _failure
+
+    async def _reconnect(self, cause: BaseException) -> _Conn | None:
+        policy = self.options.autoreconnect
+        attempt = 0
+        delay = _RECONNECT_DELAY_MIN
+        while policy < 0 or attempt < policy:
+            attempt += 1
+            try:
+                return await self._open_socket()
+            except OSError as exc:
+                cause = exc
+                logger.info("reconnect %d to %s:%s failed: %r", attempt, self.host, self.port, exc)
+            await trio.sleep(delay)
+            delay = min(delay * 2, _RECONNECT_DELAY_MAX)
+        self._give_up(cause)
+        return None
+
+    async def _resend_pending(self, conn: _Conn) -> None:
+        """After a reconnect: retransmit every call that has not gone out on this connection."""
+        calls = [c for c in self._pending.values() if c.sent_gen != self._gen]
+        for call in calls:
+            async with self._send_lock:
+                if self._conn is not conn:
+                    return
+                if call.done.is_set() or call.sent_gen == self._gen:
+                    continue
+                if self._pending.get(call.xid) is not call:
+                    continue
+                try:
+                    await self._send_call(conn, call)
+                except (OSError, trio.ClosedResourceError):
+                    return
+                call.sent_gen = self._gen
+        await trio.lowlevel.checkpoint()
+
+    async def _reader(self, conn: _Conn) -> None:
+        receiver = RecordReceiver(self.options.max_record_size)
+        scratch = memoryview(bytearray(_SCRATCH_SIZE))
+        raw = conn.raw
+        unyielded = 0
+        while True:
+            direct = receiver.direct_buffer()
+            try:
+                if direct is not None:
+                    with direct:
+                        n = raw.recv_into(direct)
+                else:
+                    n = raw.recv_into(scratch)
+            except BlockingIOError:
+                unyielded = 0
+                await trio.lowlevel.wait_readable(raw)
+                continue
+            if n == 0:
+                if receiver.in_record:
+                    raise _truncated()
+                return
+            if direct is not None:
+                receiver.direct_filled(n)
+            else:
+                receiver.receive_data(scratch[:n])
+            while True:
+                record = receiver.next_record()
+                if record is NEED_DATA:
+                    break
+                assert isinstance(record, memoryview)
+                self._route(record)
+            # The woken callers run when we next wait for data; while data keeps streaming in,
+            # yield now and then so we never hog the loop.
+            unyielded += 1
+            if unyielded >= 16:
+                unyielded = 0
+                await trio.lowlevel.checkpoint()
+
+    def _route(self, record: memoryview) -> None:
+        xid = peek_xid(record)
+        call = self._pending.get(xid)
+        if call is None or call.done.is_set():
+            logger.debug("dropping a reply nobody waits for (xid %#x)", xid)
+            return
+        call.record = record
+        call.done.set()
+
+    async def _open_socket(self) -> _Conn:
+        infos = await trio.socket.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+        if not infos:
+            raise OSError(errno.EHOSTUNREACH, f"cannot resolve {self.host}")
+        family, type_, proto, _, address = infos[0]
+        privileged = self.options.privileged_port
+        if privileged is None:
+            privileged = os.geteuid() == 0
+        ports: list[int | None] = [None]
+        if privileged:
+            # A random walk over 512..1023, like libnfs; an ordinary port as the last resort
+            # only when the caller did not insist on a privileged one.
+            start = random.randrange(512, 1024)
+            ports = [512 + (start - 512 + i) % 512 for i in range(512)]
+            if self.options.privileged_port is None:
+                ports.append(None)
+        last: OSError | None = None
+        for local_port in ports:
+            conn = _Conn(socket.socket(family, type_, proto))
+            sock = conn.sock
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if local_port is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    try:
+                        anywhere = "::" if family == socket.AF_INET6 else "0.0.0.0"
+                        await sock.bind((anywhere, local_port))
+                    except OSError as exc:
+                        if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EPERM):
+                            last = exc
+                            sock.close()
+                            continue
+                        raise
+                limit = self.options.connect_timeout
+                with trio.fail_after(math.inf if limit is None else limit):
+                    try:
+                        await sock.connect(address)
+                    except OSError as exc:
+                        if local_port is not None and exc.errno in (
+                            errno.EADDRINUSE,
+                            errno.EADDRNOTAVAIL,
+                        ):
+                            last = exc
+                            sock.close()
+                            continue
+                        raise
+            except trio.TooSlowError:
+                sock.close()
+                raise TimeoutError(
+                    errno.ETIMEDOUT, f"connecting to {self.host}:{self.port} timed out"
+                ) from None
+            except BaseException:
+                sock.close()
+                raise
+            return conn
+        assert last is not None
+        raise last
