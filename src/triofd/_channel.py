@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import trio
 
@@ -58,14 +58,19 @@ class FdReceiveChannel(trio.abc.ReceiveChannel[T]):
         self._receiving = True
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
+            waited = False
             while True:
                 try:
                     item = self.receive_nowait()
                 except trio.WouldBlock:
                     # Raises ClosedResourceError if another task closes us meanwhile.
                     await trio.lowlevel.wait_readable(self._holder.fileno())
+                    waited = True
                     continue
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                # wait_readable was already a full checkpoint (as in trio's own sockets);
+                # otherwise yield once, shielded so the item in hand is never dropped.
+                if not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return item
         finally:
             self._receiving = False
@@ -78,6 +83,13 @@ class FdReceiveChannel(trio.abc.ReceiveChannel[T]):
     async def aclose(self) -> None:
         self.close()
         await trio.lowlevel.checkpoint()
+
+    # Plain ``with`` for code that only polls (``receive_nowait``) or hands the fd to select().
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._holder.closed else f"fd={self._holder.fd}"
