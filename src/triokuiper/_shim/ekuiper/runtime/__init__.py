@@ -1,0 +1,1 @@
+"""``ekuiper.runtime``: served by triokuiper."""
