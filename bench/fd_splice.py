@@ -150,6 +150,23 @@ async def bench_splice(size: int, rounds: int, receiver: str = "recv") -> list[t
     return results
 
 
+def print_table(results: list[tuple[str, float]]) -> None:
+    """The medians of :func:`bench_splice` as a table with splice's ratio to each method."""
+    table = dict(results)
+    print(f"{'method':18} {'MiB/s':>8} {'splice/this':>12} {'CPU ms/GiB':>11} {'this/splice':>12}")
+    ours = table["splice (triofd) MiB/s"]
+    our_cpu = table["splice (triofd) sender CPU ms/GiB"]
+    for name in METHODS:
+        rate, cost = table[f"{name} MiB/s"], table[f"{name} sender CPU ms/GiB"]
+        print(f"{name:18} {rate:8.0f} {ours / rate:12.2f} {cost:11.0f} {cost / our_cpu:12.2f}")
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.upper()
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="256M", help="bytes per transfer (K/M/G suffixes)")
@@ -161,20 +178,13 @@ def main() -> None:
         help="how the peer drains: recv_into a buffer, or splice to /dev/null (no copy)",
     )
     args = parser.parse_args()
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    text = args.size.upper()
-    size = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
-    results = dict(trio.run(bench_splice, size, args.rounds, args.receiver))
+    size = parse_size(args.size)
+    results = trio.run(bench_splice, size, args.rounds, args.receiver)
     print(
         f"file -> TCP loopback, receiver {args.receiver}, {size // MiB} MiB x {args.rounds}"
         " rounds (medians)"
     )
-    print(f"{'method':18} {'MiB/s':>8} {'splice/this':>12} {'CPU ms/GiB':>11} {'this/splice':>12}")
-    ours = results["splice (triofd) MiB/s"]
-    our_cpu = results["splice (triofd) sender CPU ms/GiB"]
-    for name in METHODS:
-        rate, cost = results[f"{name} MiB/s"], results[f"{name} sender CPU ms/GiB"]
-        print(f"{name:18} {rate:8.0f} {ours / rate:12.2f} {cost:11.0f} {cost / our_cpu:12.2f}")
+    print_table(results)
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ class RecursiveInotify(trio.abc.ReceiveChannel[InotifyEvent]):
                 continue  # already gone again: its IN_DELETE follows
             if old is not None and old != directory:
                 # The inode was already watched: a directory renamed inside the tree.
-                self._inotify._watches[wd] = (old, isinstance(old, str))
+                self._inotify._set_watch_path(wd, old)
                 self._inotify.rebase_watches(old, directory)
                 continue
             try:
