@@ -21,11 +21,7 @@ from ._clients import (
     NFS3Client as NFS3Client,
     PortmapClient as PortmapClient,
 )
-from ._context import (
-    NFS as NFS,
-    mount as mount,
-    open as open,
-)
+from ._context import NFS as NFS
 from ._dirent import NFSDirEntry as NFSDirEntry
 from ._errors import (
     AuthError as AuthError,
@@ -38,8 +34,13 @@ from ._errors import (
     RPCError as RPCError,
     RPCTimeoutError as RPCTimeoutError,
 )
-from ._file import NFSFile as NFSFile, NFSTextFile as NFSTextFile
+from ._file import NFSFile as NFSFile
+from ._mount import (
+    mount as mount,
+    open as open,
+)
 from ._mountsession import list_exports as list_exports
+from ._textfile import NFSTextFile as NFSTextFile
 from ._url import NFSURL as NFSURL, parse_url as parse_url
 from ._writeback import WriteBackTracker as WriteBackTracker
 

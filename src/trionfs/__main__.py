@@ -30,8 +30,9 @@ from ._cli import (
     stat_text,
 )
 from ._cli_copy import Copier, LocalSide, NFSSide, Side
-from ._context import NFS, mount
+from ._context import NFS
 from ._errors import RPCError
+from ._mount import mount
 from ._mountsession import list_exports
 from ._url import NFSURL, normalize_path, parse_url
 

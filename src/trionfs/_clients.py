@@ -13,7 +13,7 @@ so the caller can restart the listing from cookie 0.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, Self
 
@@ -63,6 +63,7 @@ from ._nfs3 import (
     WriteArgs,
     WriteResult,
     decode_result,
+    encode_write_head,
 )
 from ._nfs3_types import (
     NFS_PROGRAM,
@@ -258,15 +259,20 @@ class NFS3Client(_ProgramClient):
         self,
         fh: bytes,
         offset: int,
-        data: Buffer,
+        data: Buffer | Sequence[Buffer],
         stable: StableHow = StableHow.UNSTABLE,
     ) -> WriteResult:
         """Write ``data`` at ``offset`` (sent without copying; do not modify it until this
-        returns).  The server may write fewer bytes (``result.count``) and may commit more
-        strongly than asked (``result.committed``).  Keep ``result.verf``: if COMMIT returns
-        another verifier, the server restarted and UNSTABLE data must be written again."""
+        returns).  ``data`` may be a sequence of buffers: they are sent one after the other
+        (scatter/gather), never joined.  The server may write fewer bytes (``result.count``)
+        and may commit more strongly than asked (``result.committed``).  Keep
+        ``result.verf``: if COMMIT returns another verifier, the server restarted and
+        UNSTABLE data must be written again."""
         p = Packer()
-        tail = WriteArgs(fh, offset, data, stable).encode_pieces(p)
+        if isinstance(data, bytes | bytearray | memoryview):
+            tail = WriteArgs(fh, offset, data, stable).encode_pieces(p)
+        else:
+            tail = encode_write_head(p, fh, offset, data, stable)
         result: WriteResult = await self._call(Proc.WRITE, [p.view(), *tail])
         return result
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ._nfs3_types import Fattr3, FType3, fattr3_to_stat
 
 if TYPE_CHECKING:
-    from ._context import NFS
+    from ._dirops import DirectoryOps
 
 __all__ = ["NFSDirEntry", "Walk"]
 
@@ -72,7 +72,7 @@ class Walk:
     """The iterator behind :meth:`NFS.walk` (``os.walk`` semantics)."""
 
     def __init__(
-        self, nfs: NFS, top: str, topdown: bool, followlinks: bool,
+        self, nfs: DirectoryOps, top: str, topdown: bool, followlinks: bool,
         onerror: Callable[[OSError], object] | None,
     ) -> None:  # fmt: skip
         self._nfs = nfs

@@ -1,4 +1,5 @@
-"""File objects: :class:`NFSFile` (binary, pipelined) and :class:`NFSTextFile` (text on top).
+"""File objects: :class:`NFSFile` (binary, pipelined); :class:`NFSTextFile` (text on top) is
+in ``_textfile``.
 
 Reads: a sequential reader keeps a *window* of READ calls outstanding ahead of its position
 (read-ahead), and a large ``read(n)``/``pread`` sends its READs concurrently; the link stays
@@ -19,7 +20,6 @@ finds the result in the cache next time) and are cancelled when the file is clos
 
 from __future__ import annotations
 
-import codecs
 import errno
 import io
 import os
@@ -34,7 +34,7 @@ from ._writeback import PendingWrite, WriteBackTracker
 if TYPE_CHECKING:
     from ._context import NFS
 
-__all__ = ["BinaryMode", "NFSFile", "NFSTextFile", "TextMode", "parse_mode"]
+__all__ = ["BinaryMode", "NFSFile", "TextMode", "parse_mode"]
 
 BinaryMode = Literal[
     "rb", "wb", "ab", "xb", "r+b", "w+b", "a+b", "x+b", "rb+", "wb+", "ab+", "xb+",
@@ -90,7 +90,9 @@ class _Chunk:
 
     def __init__(self) -> None:
         self.done = trio.Event()
-        self.data = b""
+        # A view into the reply record (pooled receive buffer): copied once, into what
+        # ``read()`` returns or into the caller's buffer for ``readinto()``.
+        self.data: memoryview | bytes = b""
         self.eof = False
         self.error: BaseException | None = None
         self.scope = trio.CancelScope()
@@ -113,19 +115,20 @@ class NFSFile:
         size: int,
         sync: bool = False,
         buffer_limit: int | None = None,
+        opened: OpenMode | None = None,
     ) -> None:
         self._nfs = nfs
         self._fh = fh
         self.name = path
         self.mode = mode
-        self._mode = OpenMode(mode)
+        self._mode = OpenMode(mode) if opened is None else opened
         self._sync = sync
         self._pos = 0
         self._size = size  # the server's size as last seen, raised by our own writes
         self._rsize = nfs.rsize
         self._wsize = nfs.wsize
         self._window = nfs.window
-        self.buffer_limit = buffer_limit or max(32 << 20, 4 * self._window * self._wsize)
+        self.buffer_limit = buffer_limit or max(32 << 20, 2 * self._window * self._wsize)
         self._tracker = WriteBackTracker()
         self._write_error: BaseException | None = None
         self._writes_changed = trio.lowlevel.ParkingLot()
@@ -253,10 +256,19 @@ class NFSFile:
         return await self.read(size if size >= 0 else self._rsize)
 
     async def readinto(self, buffer: bytearray | memoryview) -> int:
+        """Read into ``buffer``; the data is copied once, from the READ replies."""
         view = memoryview(buffer).cast("B")
-        data = await self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
+        self._check_readable()
+        async with self._lock:
+            self._raise_write_error()
+            pieces = await self._read_pieces(self._pos, len(view), sequential=True)
+            n = 0
+            for piece in pieces:
+                k = len(piece)
+                view[n : n + k] = piece
+                n += k
+            self._pos += n
+            return n
 
     async def readline(self, size: int = -1) -> bytes:
         self._check_readable()
@@ -291,12 +303,19 @@ class NFSFile:
 
     async def _read_at(self, offset: int, size: int, sequential: bool) -> bytes:
         """Read from the server (through the read-ahead cache), with our unsent writes on top."""
+        pieces = await self._read_pieces(offset, size, sequential)
+        # One copy out of the reply buffers (join of one view = bytes(view)).
+        return b"".join(pieces)
+
+    async def _read_pieces(self, offset: int, size: int, sequential: bool) -> list[memoryview]:
+        """The bytes at ``[offset, offset+size)`` (fewer at EOF) as views into READ replies,
+        with our unsent writes on top."""
         if size == 0:
             await trio.lowlevel.checkpoint()
-            return b""
+            return []
         if not self._tracker.clean:
             await self._send_dirty(min_size=1)  # the server should see what it returns
-        pieces: list[bytes] = []  # joined once at the end: an aligned 1-chunk read is not copied
+        pieces: list[memoryview] = []
         got = 0
         rsize = self._rsize
         first = offset - offset % rsize
@@ -320,9 +339,9 @@ class NFSFile:
                 rest, more_eof = await self._nfs._read_rpc(
                     self._fh, chunk_off + len(chunk.data), rsize - len(chunk.data)
                 )
-                chunk.data += rest
+                chunk.data = bytes(chunk.data) + bytes(rest)
                 chunk.eof = more_eof or not rest  # no progress: treat as the end
-            data = chunk.data
+            data = memoryview(chunk.data)
             lo = max(offset - chunk_off, 0)
             piece = data[lo : end - chunk_off]
             pieces.append(piece)
@@ -332,25 +351,23 @@ class NFSFile:
                 break
             chunk_off += rsize
             self._schedule(chunk_off, horizon)  # keep the window full as chunks are consumed
-        if not sequential:
-            pass
-        elif readahead:
+        if readahead:
             # Forget chunks behind the reader: the window moves on.
             for key in [k for k in self._chunks if k + rsize <= offset]:
                 self._chunks.pop(key)
         # Bytes we wrote but the server may not show (held in the tracker) win; they can also
         # extend the file past the server's EOF.
-        result = b"".join(pieces)
         held_end = self._tracker.end
         if held_end > offset:
-            out = bytearray(result)
+            out = bytearray(b"".join(pieces))
             if held_end > offset + got and (eof or got < size):
                 out += bytes(min(held_end, end) - offset - got)
             self._tracker.read_overlay(offset, out)
-            result = bytes(out)
+            pieces = [memoryview(out)]
+            got = len(out)
         if sequential:
-            self._last_read_start, self._last_read_end = offset, offset + len(result)
-        return result
+            self._last_read_start, self._last_read_end = offset, offset + got
+        return pieces
 
     def _schedule(self, start: int, end: int) -> None:
         """Start READs for missing chunks in ``[start, end)``, keeping at most ``window``
@@ -402,7 +419,8 @@ class NFSFile:
         ``close()`` make them durable.
         """
         self._check_writable()
-        async with self._lock:
+        await self._acquire()
+        try:
             self._raise_write_error()
             if self._mode.append:
                 # The end as we know it (the size at open, grown by our writes), like the
@@ -411,6 +429,18 @@ class NFSFile:
             n = await self._write_at(self._pos, data)
             self._pos += n
             return n
+        finally:
+            self._lock.release()
+
+    async def _acquire(self) -> None:
+        """Take the position lock without the scheduler round ``trio.Lock`` spends when it
+        is free: for callers that checkpoint anyway (a small file's write and close each
+        cost one round less)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
 
     async def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> int:
         """Write at ``offset`` without moving the position; returns ``len(data)``."""
@@ -442,6 +472,9 @@ class NFSFile:
     async def _send_dirty(self, *, min_size: int, sync: bool = False) -> None:
         """Start WRITEs for dirty data (only full ``wsize`` ones unless ``min_size`` is 1),
         waiting for window slots as needed.  ``sync``: ask for FILE_SYNC."""
+        if min_size > 1 and self._tracker.dirty_bytes < min_size:
+            await trio.lowlevel.checkpoint()  # nothing can be sent yet (a small write)
+            return
         while True:
             while self._tracker.inflight >= self._window:
                 await self._writes_changed.park()
@@ -453,7 +486,7 @@ class NFSFile:
 
     async def _write_task(self, w: PendingWrite, sync: bool) -> None:
         try:
-            count, stable, verf = await self._nfs._write_rpc(self._fh, w.offset, w.data, sync)
+            count, stable, verf = await self._nfs._write_rpc(self._fh, w.offset, w.pieces, sync)
         except BaseException as exc:
             self._tracker.write_failed(w.id)
             if isinstance(exc, Exception) and self._write_error is None:
@@ -484,7 +517,14 @@ class NFSFile:
                 and len(ranges) == 1
                 and ranges[0][1] - ranges[0][0] <= self._wsize
             )
-            await self._send_dirty(min_size=1, sync=one_write)
+            if one_write:
+                # Inline, in this task: no background task to spawn and wait for (this is
+                # the whole cost of closing a small new file after its CREATE).
+                w = self._tracker.next_write(self._wsize, min_size=1)
+                if w is not None:
+                    await self._write_task(w, True)
+            else:
+                await self._send_dirty(min_size=1)
             await self._wait_writes()
             self._raise_write_error()
             if self._tracker.clean:
@@ -544,8 +584,11 @@ class NFSFile:
             return
         try:
             if self._mode.writable and not self._tracker.clean:
-                async with self._lock:
-                    await self._commit_round()
+                await self._acquire()
+                try:
+                    await self._commit_round()  # sends a call, or raises: a checkpoint
+                finally:
+                    self._lock.release()
             else:
                 await trio.lowlevel.checkpoint()
         finally:
@@ -555,124 +598,5 @@ class NFSFile:
             if self._on_close is not None:
                 on_close, self._on_close = self._on_close, None
                 await on_close()
-
-    close = aclose
-
-
-class NFSTextFile:
-    """Text I/O over an :class:`NFSFile`, as :class:`io.TextIOWrapper` does over a binary file.
-
-    Universal newlines on read (``newline=None``), ``\\n`` written as is; ``tell()``/``seek()``
-    accept 0 and the end only (like ``TextIOWrapper`` cookies, positions are opaque otherwise).
-    """
-
-    def __init__(self, raw: NFSFile, encoding: str | None = None, errors: str | None = None,
-                 newline: str | None = None) -> None:  # fmt: skip
-        self.buffer = raw
-        self.encoding = encoding or "utf-8"
-        self.errors = errors or "strict"
-        if newline not in (None, "", "\n", "\r", "\r\n"):
-            raise ValueError(f"illegal newline value: {newline!r}")
-        self.newline = newline
-        codecs.lookup(self.encoding)  # LookupError now, not at the first read
-        self._decoder = self._new_decoder()
-        self._encoder = codecs.getincrementalencoder(self.encoding)(self.errors)
-        self._pending = ""
-
-    def _new_decoder(self) -> Callable[[bytes, bool], str]:
-        decoder: Any = codecs.getincrementaldecoder(self.encoding)(self.errors)
-        if self.newline is None:
-            decoder = io.IncrementalNewlineDecoder(decoder, translate=True)
-        return decoder.decode  # type: ignore[no-any-return]
-
-    @property
-    def name(self) -> str:
-        return self.buffer.name
-
-    @property
-    def closed(self) -> bool:
-        return self.buffer.closed
-
-    async def __aenter__(self) -> NFSTextFile:
-        await trio.lowlevel.checkpoint()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def __aiter__(self) -> NFSTextFile:
-        return self
-
-    async def __anext__(self) -> str:
-        line = await self.readline()
-        if not line:
-            raise StopAsyncIteration
-        return line
-
-    async def read(self, size: int = -1) -> str:
-        if size is None or size < 0:
-            text = self._pending + self._decoder(await self.buffer.read(), True)
-            self._pending = ""
-            return text
-        while len(self._pending) < size:
-            data = await self.buffer.read(max(size, 8192))
-            self._pending += self._decoder(data, not data)
-            if not data:
-                break
-        text, self._pending = self._pending[:size], self._pending[size:]
-        return text
-
-    async def readline(self) -> str:
-        sep = "\n" if self.newline in (None, "", "\n") else self.newline
-        while True:
-            idx = self._pending.find(sep)
-            if self.newline == "" and idx < 0:
-                idx = self._pending.find("\r")
-            if idx >= 0:
-                end = idx + len(sep)
-                line, self._pending = self._pending[:end], self._pending[end:]
-                return line
-            data = await self.buffer.read(8192)
-            self._pending += self._decoder(data, not data)
-            if not data:
-                line, self._pending = self._pending, ""
-                return line
-
-    async def readlines(self) -> list[str]:
-        return [line async for line in self]
-
-    async def write(self, text: str) -> int:
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        out = text
-        if self.newline not in (None, "", "\n"):
-            out = text.replace("\n", self.newline)
-        await self.buffer.write(self._encoder.encode(out))
-        return len(text)
-
-    async def writelines(self, lines: Any) -> None:
-        for line in lines:
-            await self.write(line)
-
-    async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        if offset != 0:
-            raise io.UnsupportedOperation("can only seek to the start or the end of a text file")
-        self._pending = ""
-        self._decoder = self._new_decoder()
-        return await self.buffer.seek(0, whence)
-
-    async def tell(self) -> int:
-        if self._pending:
-            raise OSError(errno.EINVAL, "telling position disabled by read-ahead text")
-        return await self.buffer.tell()
-
-    async def flush(self) -> None:
-        await self.buffer.flush()
-
-    async def truncate(self, size: int | None = None) -> int:
-        return await self.buffer.truncate(size)
-
-    async def aclose(self) -> None:
-        await self.buffer.aclose()
 
     close = aclose

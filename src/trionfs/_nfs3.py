@@ -33,6 +33,7 @@ from ._nfs3_args import (
     SymlinkArgs as SymlinkArgs,
     WriteArgs as WriteArgs,
     _enum,
+    encode_write_head as encode_write_head,
 )
 from ._nfs3_types import (
     COOKIEVERFSIZE,

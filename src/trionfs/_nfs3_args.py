@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -108,6 +109,20 @@ class ReadArgs:
         return cls(decode_fh(u), u.uint64(), u.uint32())
 
 
+def encode_write_head(
+    p: Packer, fh: bytes, offset: int, data: Sequence[Buffer], stable: StableHow
+) -> list[Buffer]:
+    """WRITE arguments up to the data, into ``p``; the data is given as pieces (sent after
+    the packer's bytes, uncopied) and the returned list is those pieces plus padding."""
+    n = sum(memoryview(piece).nbytes for piece in data)
+    encode_fh(p, fh)
+    p.uint64(offset)
+    p.uint32(n)
+    p.uint32(stable)
+    p.uint32(n)
+    return [*data, padding(n)] if n & 3 else list(data)
+
+
 @dataclass(frozen=True, slots=True)
 class WriteArgs:
     fh: bytes
@@ -118,13 +133,7 @@ class WriteArgs:
     def encode_pieces(self, p: Packer) -> list[Buffer]:
         """Encode into ``p`` everything before the data; return the pieces that follow the
         packer's bytes on the wire (the data itself, uncopied, and its padding)."""
-        n = memoryview(self.data).nbytes
-        encode_fh(p, self.fh)
-        p.uint64(self.offset)
-        p.uint32(n)
-        p.uint32(self.stable)
-        p.uint32(n)
-        return [self.data, padding(n)] if n & 3 else [self.data]
+        return encode_write_head(p, self.fh, self.offset, [self.data], self.stable)
 
     def encode(self, p: Packer) -> None:
         for piece in self.encode_pieces(p):

@@ -59,6 +59,8 @@ _POOL_THRESHOLD: Final = 256 * 1024
 _U32 = struct.Struct(">I")
 _CALL_HEAD = struct.Struct(">IIIIII")
 _REPLY_HEAD = struct.Struct(">II")
+# xid, REPLY, MSG_ACCEPTED, verifier flavor, verifier length (0), accept_stat
+_ACCEPTED_OK = struct.Struct(">IIIIII")
 
 
 # -- credentials ----------------------------------------------------------------------------
@@ -189,6 +191,12 @@ def peek_xid(record: Buffer) -> int:
 def decode_reply(record: Buffer) -> Unpacker:
     """Decode a reply header; return an ``Unpacker`` positioned at the procedure results.
     A refused call raises the matching ``RPCError``; malformed bytes ``RemoteProtocolError``."""
+    # Fast path, one unpack: an accepted, successful reply with an empty verifier (what
+    # servers send to AUTH_NONE and AUTH_SYS callers).
+    if len(record) >= _ACCEPTED_OK.size:
+        _, mtype, stat, _, vlen, accept = _ACCEPTED_OK.unpack_from(record, 0)
+        if mtype == REPLY and stat == MSG_ACCEPTED and vlen == 0 and accept == 0:
+            return Unpacker(record, _ACCEPTED_OK.size)
     u = Unpacker(record)
     u.uint32()  # xid, already routed
     if u.uint32() != REPLY:

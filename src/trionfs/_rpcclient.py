@@ -3,45 +3,43 @@
 Shape (per ``RPCClient``):
 
 - callers encode their call, register it in the xid table, then send the whole record under
-  one lock (``sendmsg`` of header + payload views: the payload is never copied).  A send that
-  fails or is cancelled part-way marks the connection broken: half a record is never followed
-  by another record;
+  one lock (``sendmsg`` of header + payload views: the payload is never copied).  A small call
+  finding the lock free is sent at once, without waiting (if the kernel takes only part of it,
+  the caller holds the lock until the rest is out).  A send that fails or is cancelled part-way
+  marks the connection broken: half a record is never followed by another record;
 - one reader task per connection receives records (``recv_into`` a scratch buffer, or straight
-  into the record being assembled for large fragments) and wakes the caller that owns the xid;
-  a reply nobody waits for any more (cancelled or timed-out call) is dropped;
+  into the record being assembled for large fragments) and wakes the caller that owns the xid
+  (a direct reschedule of the parked task, no Event); a reply nobody waits for any more
+  (cancelled or timed-out call) is dropped;
 - one manager task owns the connection's life: when the connection drops it reconnects
   according to ``autoreconnect`` and retransmits every call still waiting, with its same xid
   and bytes (the server's duplicate request cache then answers non-idempotent calls once).
 
 Timeouts (``timeo`` seconds per attempt; ``retrans`` retransmissions of the same xid; then
-``RPCTimeoutError``) are per call and never break the connection for the others.
+``RPCTimeoutError``) are per call and never break the connection for the others.  One timer
+task watches the reply deadlines of all waiting calls (a cancel scope per call cost more than
+the rest of a small call's bookkeeping); a call that has to wait to be sent (lock busy, no
+connection, socket full) waits under a cancel scope with the same deadline.
 """
 
 from __future__ import annotations
 
 import enum
 import errno
+import heapq
 import logging
 import math
-import os
-import random
-import socket
 import struct
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Final
 
 import trio
 
 from ._errors import RemoteProtocolError, RPCTimeoutError
 from ._rpc import (
-    DEFAULT_MAX_RECORD,
     LAST_FRAGMENT,
-    MAX_FRAGMENT,
     NEED_DATA,
-    Auth,
-    AuthNone,
     CallEncoder,
     RecordReceiver,
     XidAllocator,
@@ -49,6 +47,7 @@ from ._rpc import (
     frame_record,
     peek_xid,
 )
+from ._rpcconn import Conn, RPCOptions as RPCOptions, open_connection
 from ._xdr import Buffer, Unpacker
 
 logger = logging.getLogger("trionfs.rpc")
@@ -59,40 +58,7 @@ _JOIN_LIMIT: Final = 64 * 1024
 _U32 = struct.Struct(">I")
 _RECONNECT_DELAY_MIN: Final = 0.05
 _RECONNECT_DELAY_MAX: Final = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class RPCOptions:
-    """Connection policy, shared by every program client.
-
-    - ``auth``: credentials for every call (``AuthNone()`` or ``AuthSys(...)``).
-    - ``timeo``: seconds to wait for a reply before retransmitting (None: forever).
-    - ``retrans``: retransmissions (same xid) after a timeout before ``RPCTimeoutError``.
-    - ``autoreconnect``: after the connection drops, -1 reconnects forever, 0 never (calls
-      then fail with ``trio.BrokenResourceError``), N tries N times.
-    - ``privileged_port``: bind a source port below 1024 before connecting; None means "when
-      running as root" (falling back to an ordinary port if none is free).
-    - ``connect_timeout``: seconds for one TCP connect attempt (None: the kernel's limit).
-    - ``max_record_size``: the largest reply record accepted (checked before allocation).
-    - ``max_fragment``: the largest record fragment we send.
-    """
-
-    auth: Auth = field(default_factory=AuthNone)
-    timeo: float | None = 60.0
-    retrans: int = 2
-    autoreconnect: int = -1
-    privileged_port: bool | None = None
-    connect_timeout: float | None = 30.0
-    max_record_size: int = DEFAULT_MAX_RECORD
-    max_fragment: int = MAX_FRAGMENT
-
-    def __post_init__(self) -> None:
-        if self.timeo is not None and not self.timeo > 0:
-            raise ValueError("timeo must be positive (or None)")
-        if self.retrans < 0:
-            raise ValueError("retrans must be >= 0")
-        if self.autoreconnect < -1:
-            raise ValueError("autoreconnect must be -1, 0 or a positive count")
+_NOTHING_SENT: Final = memoryview(b"")
 
 
 def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -110,38 +76,43 @@ def _truncated() -> trio.BrokenResourceError:
     return trio.BrokenResourceError("connection closed in the middle of a reply")
 
 
-class _Conn:
-    """One TCP connection: the Trio socket (connect, close with notify_closing) and the same
-    socket as the stdlib object, for non-blocking fast paths that wait through
-    ``trio.lowlevel.wait_readable``/``wait_writable`` only when the kernel says so."""
-
-    __slots__ = ("raw", "sock")
-
-    def __init__(self, raw: socket.socket) -> None:
-        raw.setblocking(False)
-        self.raw = raw
-        self.sock = trio.socket.from_stdlib_socket(raw)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 class _Default(enum.Enum):
     TOKEN = 0
 
 
 class _Call:
-    __slots__ = ("borrowed", "done", "error", "frames", "record", "sending_on", "sent_gen", "xid")
+    __slots__ = ("borrowed", "done", "error", "frames", "record", "sending_on", "sent_gen",
+                 "waiter", "xid")  # fmt: skip
 
     def __init__(self, xid: int, frames: list[Buffer], borrowed: bool) -> None:
         self.xid = xid
         self.frames = frames
         self.borrowed = borrowed  # frames are views of the caller's buffers
-        self.sending_on: _Conn | None = None  # set while some task is sending the frames
+        self.sending_on: Conn | None = None  # set while some task is sending the frames
         self.sent_gen = -1
-        self.done = trio.Event()
+        # Finished (reply or error).  The caller parks itself (``waiter``) and whoever
+        # finishes the call or finds it timed out reschedules it: cheaper than a trio.Event.
+        self.done = False
+        self.waiter: trio.lowlevel.Task | None = None
         self.record: memoryview | None = None
         self.error: BaseException | None = None
+
+    def wake(self) -> None:
+        task, self.waiter = self.waiter, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    def finish(self) -> None:
+        self.done = True
+        self.wake()
+
+
+def _abort_wait(call: _Call) -> Callable[[object], trio.lowlevel.Abort]:
+    def abort(_: object) -> trio.lowlevel.Abort:
+        call.waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    return abort
 
 
 class RPCClient:
@@ -159,13 +130,19 @@ class RPCClient:
         self._xids = XidAllocator()
         self._pending: dict[int, _Call] = {}
         self._send_lock = trio.StrictFIFOLock()
-        self._conn: _Conn | None = None
+        self._conn: Conn | None = None
         self._gen = 0
         self._connected = trio.Event()
         self._closed = False
         self._failure: BaseException | None = None
         self._manager_scope: trio.CancelScope | None = None
         self._tasks: trio.Nursery | None = None
+        # Reply deadlines of waiting calls, watched by one timer task (a cancel scope per
+        # call costs more than the rest of a small call's bookkeeping).  Entries of calls
+        # that finished are dropped lazily.
+        self._deadlines: list[tuple[float, int, _Call]] = []
+        self._deadline_seq = 0
+        self._timer_scope: trio.CancelScope | None = None
         self.reconnects = 0
         """How many times the connection was re-established (for tests and metrics)."""
 
@@ -249,7 +226,9 @@ class RPCClient:
             pieces: list[Buffer] = [head, args]
         else:
             pieces = [head, *args]
-        total = sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in pieces)
+        total = 0
+        for p in pieces:
+            total += p.nbytes if isinstance(p, memoryview) else len(p)
         if total <= _JOIN_LIMIT and total <= self.options.max_fragment:
             # Small calls: one buffer, one syscall; joining is cheaper than scatter/gather.
             frames: list[Buffer] = [b"".join([_U32.pack(LAST_FRAGMENT | total), *pieces])]
@@ -258,13 +237,22 @@ class RPCClient:
             call = _Call(xid, frame_record(pieces, self.options.max_fragment), borrowed=True)
         self._pending[xid] = call
         limit = self.options.timeo if isinstance(timeo, _Default) else timeo
-        deadline_each = math.inf if limit is None else limit
+        each = math.inf if limit is None else limit
         try:
             for attempt in range(self.options.retrans + 1):
-                with trio.move_on_after(deadline_each):
-                    await self._transmit(call)
-                    await call.done.wait()
-                if call.done.is_set():
+                deadline = trio.current_time() + each
+                rest = self._send_nowait(call)
+                if rest is None:
+                    # The common case: the record went out without waiting; only the reply
+                    # is awaited, under the timer task's watch.
+                    await self._wait_reply(call, deadline)
+                else:
+                    with trio.move_on_at(deadline):
+                        if rest:
+                            await self._finish_send(call, rest)
+                        await self._transmit(call)
+                        await self._wait_reply(call, math.inf)
+                if call.done:
                     break
                 logger.debug("xid %#x: no reply after %ss (attempt %d)", xid, limit, attempt + 1)
                 call.sent_gen = -1  # retransmit, same xid
@@ -281,10 +269,13 @@ class RPCClient:
                 # sending our buffers and we are leaving (cancelled): the caller may reuse
                 # them at once, so the rest of that record must never be sent.
                 self._break(conn)
+            # The timer may still list this call for a while: let go of the buffers now
+            # (a READ reply's pooled buffer is reused only once nothing references it).
+            record, call.record, call.frames = call.record, None, []
         if call.error is not None:
             raise call.error
-        assert call.record is not None
-        return decode_reply(call.record)
+        assert record is not None
+        return decode_reply(record)
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -294,9 +285,84 @@ class RPCClient:
                 f"connection to {self.host}:{self.port} lost"
             ) from self._failure
 
+    def _send_nowait(self, call: _Call) -> memoryview | None:
+        """Send a one-frame call now if that needs no waiting (connection up, send lock
+        free).  None: the whole record went out.  An empty view: nothing was sent, leave it
+        to ``_transmit`` (which may wait).  Else the kernel took part of the record: the
+        rest is returned with the send lock held, for ``_finish_send``."""
+        conn = self._conn
+        if conn is None or len(call.frames) != 1 or self._send_lock.locked():
+            return _NOTHING_SENT
+        if call.sent_gen == self._gen:
+            return None  # already on this connection (retransmitted after a reconnect)
+        frame = call.frames[0]
+        try:
+            n = conn.raw.send(frame)
+        except BlockingIOError:
+            return _NOTHING_SENT
+        except OSError:
+            self._break(conn)
+            return _NOTHING_SENT
+        if n != len(frame):
+            self._send_lock.acquire_nowait()  # nothing may come between the two halves
+            return memoryview(frame)[n:]
+        call.sent_gen = self._gen
+        return None
+
+    async def _finish_send(self, call: _Call, rest: memoryview) -> None:
+        """Send the rest of a record ``_send_nowait`` started (it holds the send lock)."""
+        conn = self._conn
+        try:
+            if conn is None:
+                return  # the connection broke meanwhile: ``_transmit`` sends it again
+            call.sending_on = conn
+            await self._send_record(conn, [rest], started=True)
+            call.sent_gen = self._gen
+        except (OSError, trio.ClosedResourceError) as exc:
+            logger.debug("send failed, waiting for a new connection: %r", exc)
+        finally:
+            call.sending_on = None
+            self._send_lock.release()
+
+    async def _wait_reply(self, call: _Call, deadline: float) -> None:
+        """Park until the call is finished or ``deadline`` passes (inf: no timer)."""
+        if call.done:
+            await trio.lowlevel.checkpoint()
+            return
+        if deadline != math.inf:
+            self._watch(deadline, call)
+        call.waiter = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(_abort_wait(call))
+
+    def _watch(self, deadline: float, call: _Call) -> None:
+        heap = self._deadlines
+        if len(heap) > 2 * len(self._pending) + 64:
+            # Drop entries of finished calls (amortized: only when most are stale).
+            heap[:] = [e for e in heap if not e[2].done]
+            heapq.heapify(heap)
+        self._deadline_seq += 1
+        heapq.heappush(heap, (deadline, self._deadline_seq, call))
+        scope = self._timer_scope
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline
+
+    async def _timer(self) -> None:
+        """Wake every waiting call whose reply deadline passed (it then retransmits or
+        raises ``RPCTimeoutError``)."""
+        heap = self._deadlines
+        while True:
+            now = trio.current_time()
+            while heap and (heap[0][0] <= now or heap[0][2].done):
+                _, _, call = heapq.heappop(heap)
+                if not call.done:
+                    call.wake()
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+
     async def _transmit(self, call: _Call) -> None:
         """Send the call on the current connection unless it already went out on it."""
-        while not call.done.is_set():
+        while not call.done:
             conn = self._conn
             if conn is None:
                 self._check_usable()
@@ -323,20 +389,23 @@ class RPCClient:
             return
         await trio.lowlevel.checkpoint()
 
-    async def _send_call(self, conn: _Conn, call: _Call) -> None:
+    async def _send_call(self, conn: Conn, call: _Call) -> None:
         call.sending_on = conn
         try:
             await self._send_record(conn, call.frames)
         finally:
             call.sending_on = None
 
-    async def _send_record(self, conn: _Conn, frames: list[Buffer]) -> None:
-        """Send a whole record (call with the lock held).  If anything goes wrong after the
-        first byte, the connection is broken and the exception propagates.  Does not
-        checkpoint when the kernel takes everything at once (callers checkpoint after)."""
+    async def _send_record(
+        self, conn: Conn, frames: Sequence[Buffer], *, started: bool = False
+    ) -> None:
+        """Send a whole record (call with the lock held; ``started``: its first bytes are
+        already out).  If anything goes wrong after the first byte, the connection is
+        broken and the exception propagates.  Does not checkpoint when the kernel takes
+        everything at once (callers checkpoint after)."""
         views = [memoryview(f).cast("B") for f in frames]
         raw = conn.raw
-        sent_any = False
+        sent_any = started
         try:
             while views:
                 try:
@@ -362,7 +431,7 @@ class RPCClient:
                 self._break(conn)
             raise
 
-    def _break(self, conn: _Conn) -> None:
+    def _break(self, conn: Conn) -> None:
         """Mark ``conn`` unusable: the reader wakes with ClosedResourceError and the manager
         reconnects."""
         if self._conn is conn:
@@ -372,20 +441,20 @@ class RPCClient:
 
     def _fail_pending(self, exc: BaseException) -> None:
         for call in list(self._pending.values()):
-            if not call.done.is_set():
+            if not call.done:
                 call.error = exc
-                call.done.set()
+                call.finish()
 
     # -- connection management ------------------------------------------------------------
 
-    def _install(self, conn: _Conn) -> None:
+    def _install(self, conn: Conn) -> None:
         self._conn = conn
         self._gen += 1
         self._connected.set()
 
     async def _background(
         self,
-        conn: _Conn,
+        conn: Conn,
         *,
         task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -393,10 +462,11 @@ class RPCClient:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as tasks:
                 self._tasks = tasks
+                tasks.start_soon(self._timer)
                 task_status.started(scope)
                 await self._manage(conn)
 
-    async def _manage(self, conn: _Conn) -> None:
+    async def _manage(self, conn: Conn) -> None:
         while True:
             try:
                 await self._reader(conn)
@@ -434,7 +504,7 @@ class RPCClient:
             self._fail_pending(broken)
         self._connected.set()  # wake senders: they see _failure
 
-    async def _reconnect(self, cause: BaseException) -> _Conn | None:
+    async def _reconnect(self, cause: BaseException) -> Conn | None:
         policy = self.options.autoreconnect
         attempt = 0
         delay = _RECONNECT_DELAY_MIN
@@ -450,14 +520,14 @@ class RPCClient:
         self._give_up(cause)
         return None
 
-    async def _resend_pending(self, conn: _Conn) -> None:
+    async def _resend_pending(self, conn: Conn) -> None:
         """After a reconnect: retransmit every call that has not gone out on this connection."""
         calls = [c for c in self._pending.values() if c.sent_gen != self._gen]
         for call in calls:
             async with self._send_lock:
                 if self._conn is not conn:
                     return
-                if call.done.is_set() or call.sent_gen == self._gen:
+                if call.done or call.sent_gen == self._gen:
                     continue
                 if self._pending.get(call.xid) is not call:
                     continue
@@ -468,7 +538,7 @@ class RPCClient:
                 call.sent_gen = self._gen
         await trio.lowlevel.checkpoint()
 
-    async def _reader(self, conn: _Conn) -> None:
+    async def _reader(self, conn: Conn) -> None:
         receiver = RecordReceiver(self.options.max_record_size)
         scratch = memoryview(bytearray(_SCRATCH_SIZE))
         raw = conn.raw
@@ -509,68 +579,11 @@ class RPCClient:
     def _route(self, record: memoryview) -> None:
         xid = peek_xid(record)
         call = self._pending.get(xid)
-        if call is None or call.done.is_set():
+        if call is None or call.done:
             logger.debug("dropping a reply nobody waits for (xid %#x)", xid)
             return
         call.record = record
-        call.done.set()
+        call.finish()
 
-    async def _open_socket(self) -> _Conn:
-        infos = await trio.socket.getaddrinfo(
-            self.host, self.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-        )
-        if not infos:
-            raise OSError(errno.EHOSTUNREACH, f"cannot resolve {self.host}")
-        family, type_, proto, _, address = infos[0]
-        privileged = self.options.privileged_port
-        if privileged is None:
-            privileged = os.geteuid() == 0
-        ports: list[int | None] = [None]
-        if privileged:
-            # A random walk over 512..1023, like libnfs; an ordinary port as the last resort
-            # only when the caller did not insist on a privileged one.
-            start = random.randrange(512, 1024)
-            ports = [512 + (start - 512 + i) % 512 for i in range(512)]
-            if self.options.privileged_port is None:
-                ports.append(None)
-        last: OSError | None = None
-        for local_port in ports:
-            conn = _Conn(socket.socket(family, type_, proto))
-            sock = conn.sock
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if local_port is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    try:
-                        anywhere = "::" if family == socket.AF_INET6 else "0.0.0.0"
-                        await sock.bind((anywhere, local_port))
-                    except OSError as exc:
-                        if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EPERM):
-                            last = exc
-                            sock.close()
-                            continue
-                        raise
-                limit = self.options.connect_timeout
-                with trio.fail_after(math.inf if limit is None else limit):
-                    try:
-                        await sock.connect(address)
-                    except OSError as exc:
-                        if local_port is not None and exc.errno in (
-                            errno.EADDRINUSE,
-                            errno.EADDRNOTAVAIL,
-                        ):
-                            last = exc
-                            sock.close()
-                            continue
-                        raise
-            except trio.TooSlowError:
-                sock.close()
-                raise TimeoutError(
-                    errno.ETIMEDOUT, f"connecting to {self.host}:{self.port} timed out"
-                ) from None
-            except BaseException:
-                sock.close()
-                raise
-            return conn
-        assert last is not None
-        raise last
+    async def _open_socket(self) -> Conn:
+        return await open_connection(self.host, self.port, self.options)

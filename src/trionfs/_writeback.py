@@ -63,11 +63,19 @@ class _Extent:
 
 @dataclass(frozen=True, slots=True)
 class PendingWrite:
-    """One WRITE to send: ``data`` goes at ``offset``; report the reply with ``id``."""
+    """One WRITE to send: ``pieces`` (in order) go at ``offset``; report the reply with
+    ``id``.  Send the pieces as they are (scatter/gather): joining them would copy."""
 
     id: int
     offset: int
-    data: memoryview
+    pieces: tuple[memoryview, ...]
+
+    @property
+    def data(self) -> memoryview:
+        """The bytes as one buffer (joined, a copy, if there are several pieces)."""
+        if len(self.pieces) == 1:
+            return self.pieces[0]
+        return memoryview(b"".join(self.pieces))
 
 
 class WriteBackTracker:
@@ -99,6 +107,11 @@ class WriteBackTracker:
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    @property
+    def dirty_bytes(self) -> int:
+        """Bytes waiting to be sent (no WRITE can be longer than this)."""
+        return sum(len(e.data) for e in self._extents if e.state is _State.DIRTY)
 
     @property
     def has_dirty(self) -> bool:
@@ -155,11 +168,14 @@ class WriteBackTracker:
         if not data:
             return
         view = memoryview(data)
-        if not (view.readonly and isinstance(view.obj, bytes)):
-            view = memoryview(bytes(view))
-        elif view.ndim != 1 or view.format != "B" or not view.c_contiguous:
+        if view.ndim != 1 or view.format != "B" or not view.c_contiguous:
             view = memoryview(view.tobytes())
+        elif not (view.readonly and isinstance(view.obj, bytes)):
+            view = memoryview(bytes(view))
         new = _Extent(offset, view)
+        if not self._extents or offset >= self._extents[-1].end:
+            self._extents.append(new)  # appending (a writer streaming a file): nothing to cut
+            return
         self._carve(new.start, new.end)
         i = bisect.bisect_left([e.start for e in self._extents], new.start)
         self._extents.insert(i, new)
@@ -211,9 +227,7 @@ class WriteBackTracker:
             for part in parts:
                 part.state, part.write_id = _State.INFLIGHT, write_id
             self._inflight[write_id] = (ext.start, end)
-            joined = parts[0].data if len(parts) == 1 else b"".join(p.data for p in parts)
-            data = memoryview(joined)
-            return PendingWrite(write_id, ext.start, data)
+            return PendingWrite(write_id, ext.start, tuple(p.data for p in parts))
         return None
 
     def write_done(self, write_id: int, count: int, stable: bool, verf: bytes) -> None:

@@ -149,7 +149,7 @@ class Unpacker:
         except struct.error:
             raise self._short("an unsigned int") from None
         self._pos = pos + 4
-        return int(value)
+        return value  # type: ignore[no-any-return]
 
     def int32(self) -> int:
         pos = self._pos
@@ -179,10 +179,16 @@ class Unpacker:
         return int(value)
 
     def bool(self) -> builtins.bool:
-        value = self.uint32()
+        # uint32() inlined: optional() (every post_op_attr, wcc_data, list link) lands here.
+        pos = self._pos
+        try:
+            (value,) = _U32.unpack_from(self._view, pos)
+        except struct.error:
+            raise self._short("a bool") from None
         if value > 1:
             raise RemoteProtocolError(f"XDR bool must be 0 or 1, got {value}")
-        return value == 1
+        self._pos = pos + 4
+        return value == 1  # type: ignore[no-any-return]
 
     def unpack(self, fmt: struct.Struct) -> tuple[int, ...]:
         """Several fixed-size fields at once through a precompiled ``Struct``."""
@@ -239,6 +245,5 @@ class Unpacker:
             raise RemoteProtocolError(f"array count {n} cannot fit in the rest of the record")
         return n
 
-    def optional(self) -> builtins.bool:
-        """The discriminant of ``T *`` / a list link: True if a value follows."""
-        return self.bool()
+    optional = bool
+    """The discriminant of ``T *`` / a list link: True if a value follows."""

@@ -27,9 +27,10 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, overload
 
-from ._context import NFS as AsyncNFS, mount
+from ._context import NFS as AsyncNFS
 from ._dirent import NFSDirEntry
 from ._file import BinaryMode, NFSFile, OpenMode, TextMode
+from ._mount import mount
 from ._syncportal import Portal
 from ._url import NFSURL, normalize_path, parse_url
 
@@ -84,10 +85,9 @@ class SyncNFSFile(io.BufferedIOBase):
         return result
 
     def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
+        # Filled by the Trio thread while this one waits: one copy, from the READ replies.
+        result: int = self._call(self._afile.readinto, memoryview(buffer).cast("B"))
+        return result
 
     def readinto1(self, buffer: Any) -> int:
         return self.readinto(buffer)

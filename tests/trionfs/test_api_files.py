@@ -135,6 +135,24 @@ async def test_seek_tell_truncate_readinto_and_read_your_writes(nfs_url: str) ->
     assert (on_disk(nfs_url) / "rw.bin").read_bytes() == (b"0123456789" * 10)
 
 
+async def test_readinto_fills_a_large_buffer_across_reads_up_to_eof(nfs_url: str) -> None:
+    data = os.urandom(50_000)
+    async with trionfs.mount(nfs_url + "?rsize=4096&window=3") as nfs:
+        async with await open_bin(nfs, "/ri.bin", "wb") as f:
+            await f.write(data)
+        async with await open_bin(nfs, "/ri.bin", "r+b") as f:
+            await f.seek(1000)
+            buf = bytearray(30_000)  # spans 8 READs, starting inside the first
+            assert await f.readinto(buf) == 30_000
+            assert bytes(buf) == data[1000:31_000]
+            assert await f.tell() == 31_000
+            await f.pwrite(b"new!", 40_000)  # not sent yet: readinto must still see it
+            view = memoryview(bytearray(25_000))
+            assert await f.readinto(view) == 19_000  # short at EOF
+            assert bytes(view[:19_000]) == data[31_000:40_000] + b"new!" + data[40_004:]
+            assert await f.readinto(bytearray(10)) == 0
+
+
 async def test_pwrite_does_not_move_the_position(nfs_url: str) -> None:
     async with trionfs.mount(nfs_url) as nfs, await open_bin(nfs, "/p.bin", "w+b") as f:
         await f.write(b"hello")

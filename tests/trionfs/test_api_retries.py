@@ -52,7 +52,7 @@ async def test_jukebox_is_retried_until_the_server_is_ready(nfs_url: str) -> Non
 async def test_jukebox_forever_gives_up_with_eagain(
     nfs_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import trionfs._context as context
+    import trionfs._mountbase as context
 
     monkeypatch.setattr(context, "JUKEBOX_FIRST_DELAY", 0.001)
     monkeypatch.setattr(context, "JUKEBOX_MAX_DELAY", 0.002)

@@ -131,7 +131,9 @@ async def test_cancelled_pipelined_read_leaves_the_client_usable(
         calls = 0
         with trio.CancelScope() as scope:
 
-            async def read_then_cancel(fh: bytes, offset: int, count: int) -> tuple[bytes, bool]:
+            async def read_then_cancel(
+                fh: bytes, offset: int, count: int
+            ) -> tuple[memoryview, bool]:
                 nonlocal calls
                 calls += 1
                 if calls == 20:  # in the middle: READs before and after this one are in flight
@@ -152,7 +154,7 @@ async def test_cancelled_pipelined_read_leaves_the_client_usable(
 async def test_cancelled_mount_exit_does_not_wait_for_a_frozen_server(
     nfs_server: GaneshaServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import trionfs._context as context
+    import trionfs._mount as context
 
     monkeypatch.setattr(context, "EXIT_FLUSH", 0.5)
     try:

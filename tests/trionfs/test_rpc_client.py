@@ -450,3 +450,52 @@ async def _cancel_when_stalled(server: FakeRPCServer, scope: trio.CancelScope) -
     # Once everything is idle, the retransmission is blocked part-way through the record.
     await trio.testing.wait_all_tasks_blocked(cushion=0.05)
     scope.cancel()
+
+
+async def test_small_calls_the_kernel_takes_in_part_are_finished_whole(
+    nursery: trio.Nursery,
+) -> None:
+    server = await _serve(nursery)
+    async with _connect(server, timeo=None) as client:
+        await client.call(0)
+        server.connections[0].read_gate = trio.Event()  # the server stops reading
+        finished_in_part = 0
+        inner = client._finish_send
+
+        async def counting(*args: Any) -> None:
+            nonlocal finished_in_part
+            finished_in_part += 1
+            await inner(*args)
+
+        client._finish_send = counting  # type: ignore[method-assign, assignment]
+        results: dict[int, int] = {}
+
+        async def one(i: int) -> None:
+            # 60 000 bytes: one joined frame, sent without waiting when the kernel takes it.
+            args = struct.pack(">I", i) + bytes(59_996)
+            results[i] = (await client.call(1, args)).uint32()
+
+        async with trio.open_nursery() as calls:
+            for i in range(400):  # ~24 MB: more than the loopback socket buffers hold
+                calls.start_soon(one, i)
+            await trio.testing.wait_all_tasks_blocked()
+            server.connections[0].read_gate.set()
+        assert results == {i: i for i in range(400)}
+        assert finished_in_part >= 1  # the kernel did take a record in part
+        assert client.reconnects == 0  # and no record was torn
+
+
+async def test_deadlines_of_finished_calls_are_not_kept(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await _serve(nursery)
+    async with _connect(server, timeo=5.0, retrans=0) as client:
+        for i in range(2000):
+            assert (await client.call(1, struct.pack(">I", i))).uint32() == i
+        # Bounded: stale entries are dropped once they outnumber twice the waiting calls + 64.
+        assert len(client._deadlines) <= 2 * 1 + 64 + 1
+        server.handler = _never_reply
+        start = trio.current_time()
+        with pytest.raises(RPCTimeoutError):
+            await client.call(1)
+        assert trio.current_time() - start == pytest.approx(5.0)

@@ -272,3 +272,16 @@ def test_mutable_buffers_are_copied_and_bytes_are_kept_by_reference() -> None:
     out = bytearray(2)
     tracker.read_overlay(5000, out)
     assert out == b"zz"
+
+
+def test_adjacent_writes_go_out_as_one_write_of_their_uncopied_pieces() -> None:
+    tracker = WriteBackTracker()
+    a, b = b"x" * 100, b"y" * 50
+    tracker.add(0, a)
+    tracker.add(100, b)  # appended: kept by reference, not joined
+    w = tracker.next_write(1 << 20)
+    assert w is not None
+    assert (w.offset, len(w.pieces)) == (0, 2)
+    assert w.pieces[0].obj is a
+    assert w.pieces[1].obj is b
+    assert bytes(w.data) == a + b
