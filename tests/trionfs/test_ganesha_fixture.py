@@ -225,7 +225,7 @@ import sys, time
 from trionfs.testing import GaneshaServer
 s = GaneshaServer()
 s.start()
-print(s.netns_id[0], s.netns_id[1], s.ganesha_pid, flush=True)
+print(s.netns_id[0], s.netns_id[1], s.ganesha_pid, s.base_dir, flush=True)
 time.sleep(60)
 """
 
@@ -236,7 +236,9 @@ def test_processes_die_with_an_owner_that_is_killed() -> None:
     )
     try:
         assert child.stdout is not None
-        dev, ino, ganesha = (int(x) for x in child.stdout.readline().split())
+        fields = child.stdout.readline().split()
+        dev, ino, ganesha = (int(x) for x in fields[:3])
+        base = Path(fields[3])
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
@@ -249,6 +251,10 @@ def test_processes_die_with_an_owner_that_is_killed() -> None:
         time.sleep(0.02)
     assert _pids_in_netns((dev, ino)) == []
     assert _gone_or_zombie(ganesha)
+    deadline = time.monotonic() + 10
+    while base.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not base.exists()  # the holder removed the dead owner's temporary directory
 
 
 def test_nfs_url_is_a_fresh_world_writable_directory_on_the_shared_server(

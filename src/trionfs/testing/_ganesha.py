@@ -428,7 +428,8 @@ class GaneshaServer:
         )
 
     def _start_namespace(self) -> None:
-        self._ns = PrivateNamespace(self.base_dir / "holder.err")
+        owned = self.base_dir if self._base_dir_arg is None else None
+        self._ns = PrivateNamespace(self.base_dir / "holder.err", orphan_cleanup=owned)
         self._netns_id = self._ns.netns_id
         with _registry_lock:
             _registry[self._netns_id] = self

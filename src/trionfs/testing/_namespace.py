@@ -25,7 +25,8 @@ __all__ = ["PrivateNamespace", "all_threads_stopped", "pids_in_netns", "terminat
 # TEST-NET-1 (RFC 5737): routes nowhere, clashes with nothing.
 EXTRA_ADDRESS = "192.0.2.1/32"
 
-# $1: the owner's PID (spared: it may have a thread inside), $2: the extra address.
+# $1: the owner's PID (spared: it may have a thread inside), $2: the extra address, $3: a
+# directory to remove if the owner dies (may be empty).
 _HOLDER_SCRIPT = r"""
 set -e
 ip link set lo up
@@ -43,6 +44,7 @@ for p in /proc/[0-9]*; do
     [ "$pid" = "$1" ] && continue
     [ "$(readlink "$p/ns/net" 2>/dev/null)" = "$me" ] && kill -KILL "$pid" 2>/dev/null
 done
+[ -n "$3" ] && rm -rf -- "$3"
 exit 0
 """
 
@@ -50,12 +52,15 @@ exit 0
 class PrivateNamespace:
     """A started holder process and an fd of its network namespace."""
 
-    def __init__(self, errlog: Path) -> None:
-        """Create the namespace (blocks until it is set up); ``errlog`` gets the holder's stderr."""
+    def __init__(self, errlog: Path, *, orphan_cleanup: Path | None = None) -> None:
+        """Create the namespace (blocks until it is set up); ``errlog`` gets the holder's stderr.
+
+        ``orphan_cleanup``: a directory the holder removes if the owner dies without closing.
+        """
         with open(errlog, "wb") as err:
             self._holder: subprocess.Popen[bytes] | None = subprocess.Popen(
                 ["unshare", "-mn", "--propagation", "private", "sh", "-c", _HOLDER_SCRIPT,
-                 "trionfs-netns", str(os.getpid()), EXTRA_ADDRESS],
+                 "trionfs-netns", str(os.getpid()), EXTRA_ADDRESS, str(orphan_cleanup or "")],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
