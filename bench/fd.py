@@ -368,7 +368,7 @@ def bench_eventfd(rounds: int) -> None:
         print(f"{name:24} {rate:10.0f} {ours / rate:12.2f}")
 
 
-# --- 4. splice (FD-B) ----------------------------------------------------------------------------
+# --- 4. splice ---------------------------------------------------------------------------------
 
 
 def bench_splice_section(rounds: int) -> None:

@@ -119,7 +119,7 @@ from ._system import (
     unshare as unshare,
 )
 
-# timerfd, signalfd, pidfd, splice, memfd, system (FD-B)
+# timerfd, signalfd, pidfd, splice, memfd, system
 from ._timerfd import (
     TFD_CLOEXEC as TFD_CLOEXEC,
     TFD_NONBLOCK as TFD_NONBLOCK,
