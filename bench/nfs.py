@@ -1,22 +1,34 @@
-"""trionfs against libnfs, side by side on one private nfs-ganesha, in one run.
+"""trionfs against libnfs, side by side on one private nfs-ganesha, in one run: each tool
+copying the way it copies best.
 
 Each round runs every measure for both clients, alternating which goes first:
 
-* write: a random file (default 512 MiB) from local tmpfs to NFS — libnfs ``nfs-cp`` against
-  ``trionfs.open(url, "wb")`` fed in 1 MiB pieces (both end with the data committed);
-* read: the same file back from NFS to a local tmpfs file — ``nfs-cp`` against
-  ``trionfs.open(url, "rb")``; and to nowhere — ``nfs-cat > /dev/null`` against reads discarded;
+* write: a random file (default 512 MiB) from local tmpfs to NFS — libnfs ``nfs-cp FILE URL``
+  (one reused 1 MiB buffer) against trionfs's copy tool in-process
+  (``trionfs._cli_copy.copy_fd_to_nfs``, what ``trionfs cp`` runs: the local file ``mmap``-ed,
+  slices of the mapping handed to ``NFSFile.pwrite``, then ``truncate`` + close = COMMIT);
+* read: the same file back from NFS to a local tmpfs file — ``nfs-cp URL FILE`` against
+  ``copy_nfs_to_fd`` (``NFSFile.read_views`` of 4 MiB: the READ replies themselves, no copy,
+  ``os.pwrite`` to the local file in a worker thread while the next READs arrive); and to
+  nowhere — ``nfs-cat URL > /dev/null`` against ``read_views`` of 4 MiB, dropped;
 * small files: N files of 1 KiB created through ONE mount — libnfs's C API through ctypes
-  (``nfs_creat`` + ``nfs_write`` + ``nfs_close`` per file) against ``trionfs.mount(url)`` with
-  ``nfs.open(name, "wb")`` per file, one after the other; plus trionfs with 16 files in flight.
+  (``nfs_creat`` + ``nfs_write`` + ``nfs_close`` per file, a sync loop) against
+  ``trionfs.mount(url)`` with ``async with await nfs.open(name, "wb") as f: await f.write(data)``
+  per file: one at a time, and K files in flight (``--concurrency``, tasks in a nursery).  The
+  K-in-flight row against libnfs's loop is the target comparison.
+
+Next to wall-clock figures it prints client CPU time (user + system from ``getrusage``) per
+MiB or per file: for libnfs the ``nfs-cp``/``nfs-cat`` child (``RUSAGE_CHILDREN``; ctypes
+calls in this process for small files), for trionfs this process (``RUSAGE_SELF``, worker
+threads included).  On a loaded shared machine wall clock mostly measures the load.
 
 The export lives on tmpfs (``--base-dir``, default /dev/shm) so the disk does not set the pace.
 Every copy is checked byte for byte (outside the timing).  Prints medians and ratios
-(trionfs ÷ libnfs: above 1.0 means trionfs is faster).  Needs root (the server runs in a private
-network namespace, which this process enters).
+(trionfs ÷ libnfs: above 1.0 means trionfs is faster or uses less CPU).  Needs root (the server
+runs in a private network namespace, which this process enters).
 
     .venv/bin/python bench/nfs.py [--size 512M] [--rounds 3] [--files 2000]
-                                  [--only write|read|small]
+                                  [--concurrency 16[,32...]] [--only write|read|small]
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -31,6 +44,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -39,9 +53,22 @@ from trionfs.testing import GaneshaServer, LibnfsMount, ganesha_unavailable_reas
 MiB = 1 << 20
 PIECE = MiB  # both sides move the data in 1 MiB pieces (nfs-cp's buffer size)
 SMALL = 1024
-CONCURRENCY = 16
 
 Results = dict[str, list[float]]
+Timing = tuple[float, float]
+"""(wall seconds, client CPU seconds)"""
+
+
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def trionfs_run(fn: Any, *args: Any) -> Timing:
+    """``trio.run(fn, *args)``: ``fn`` returns its wall seconds; add this process's CPU."""
+    cpu = cpu_seconds(resource.RUSAGE_SELF)
+    secs = trio.run(fn, *args)
+    return secs, cpu_seconds(resource.RUSAGE_SELF) - cpu
 
 
 def parse_size(text: str) -> int:
@@ -52,22 +79,26 @@ def parse_size(text: str) -> int:
 # -- libnfs side ---------------------------------------------------------------------------------
 
 
-def libnfs_tool(server: GaneshaServer, argv: list[str], stdout: int | None = None) -> float:
-    """Run a libnfs tool in the server's namespace; the elapsed seconds."""
+def libnfs_tool(server: GaneshaServer, argv: list[str], stdout: int | None = None) -> Timing:
+    """Run a libnfs tool in the server's namespace: wall seconds and the child's CPU."""
     argv = server.nsenter_argv(argv)
+    cpu = cpu_seconds(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(argv, check=True, stdout=stdout or subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - start
+    secs = time.perf_counter() - start
+    return secs, cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
 
 
-def libnfs_small_files(server: GaneshaServer, directory: str, count: int) -> float:
+def libnfs_small_files(server: GaneshaServer, directory: str, count: int) -> Timing:
     data = os.urandom(SMALL)
     with LibnfsMount(server.host, server.export_path) as nfs:
         nfs.mkdir(directory)
+        cpu = cpu_seconds(resource.RUSAGE_SELF)
         start = time.perf_counter()
         for i in range(count):
             nfs.write_file(f"{directory}/f{i:05d}", data)
-        return time.perf_counter() - start
+        secs = time.perf_counter() - start
+        return secs, cpu_seconds(resource.RUSAGE_SELF) - cpu
 
 
 # -- trionfs side (the public API of trionfs) ------------------------------------------------------
@@ -75,30 +106,36 @@ def libnfs_small_files(server: GaneshaServer, directory: str, count: int) -> flo
 
 async def trionfs_write(url: str, src: Path) -> float:
     import trionfs
+    from trionfs._cli_copy import copy_fd_to_nfs
 
-    # Plain blocking I/O on tmpfs on purpose: a thread hop per MiB would cost more than it saves.
-    with open(src, "rb", buffering=0) as local:  # noqa: ASYNC230
+    fd = os.open(src, os.O_RDONLY)
+    try:
         start = time.perf_counter()
         async with await trionfs.open(url, "wb") as f:
-            while piece := local.read(PIECE):
-                await f.write(piece)
+            n = await copy_fd_to_nfs(fd, f)
+            await f.truncate(n)  # as ``trionfs cp`` does (holes are not written)
         return time.perf_counter() - start
+    finally:
+        os.close(fd)
 
 
 async def trionfs_read(url: str, dst: Path | None) -> float:
     import trionfs
+    from trionfs._cli_copy import copy_nfs_to_fd
 
-    local = open(dst, "wb", buffering=0) if dst is not None else None  # noqa: SIM115, ASYNC230
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) if dst is not None else -1
     try:
         start = time.perf_counter()
         async with await trionfs.open(url, "rb") as f:
-            while piece := await f.read(PIECE):
-                if local is not None:
-                    local.write(piece)
+            if fd >= 0:
+                os.ftruncate(fd, await copy_nfs_to_fd(f, fd))
+            else:
+                while await f.read_views(f.rsize):
+                    pass  # the replies themselves, dropped: no copy
         return time.perf_counter() - start
     finally:
-        if local is not None:
-            local.close()
+        if fd >= 0:
+            os.close(fd)
 
 
 async def trionfs_small_files(url: str, count: int, concurrency: int) -> float:
@@ -144,6 +181,13 @@ def remove(server: GaneshaServer, *relpaths: str) -> None:
             nfs.unlink(rel)
 
 
+def record(results: Results, key: str, side: str, timing: Timing, amount: float) -> None:
+    """Wall rate (amount per second) and client CPU in ms per unit of ``amount``."""
+    secs, cpu = timing
+    results[f"{key}|{side}"].append(amount / secs)
+    results[f"{key}|{side}|cpu"].append(1000 * cpu / amount)
+
+
 def big_file_round(
     server: GaneshaServer,
     local: Path,
@@ -154,34 +198,38 @@ def big_file_round(
     results: Results,
 ) -> None:
     size_mb = src.stat().st_size / 1e6
+    mib = src.stat().st_size / MiB
     targets = {side: f"w-{side}-{r}.bin" for side in sides}
     for side in sides:  # write: each side copies src to its own file on the server
         url = server.url_for(targets[side])
         if side == "libnfs":
-            secs = libnfs_tool(server, ["nfs-cp", str(src), url])
+            timing = libnfs_tool(server, ["nfs-cp", str(src), url])
         else:
-            secs = trio.run(trionfs_write, with_options(url, args), src)
+            timing = trionfs_run(trionfs_write, with_options(url, args), src)
         check_same(src, server.export_dir / targets[side], f"{side} write")
         if args.only in (None, "write"):
-            results[f"write {args.size} MB/s|{side}"].append(size_mb / secs)
+            record(results, f"write {args.size}", side, (timing[0], timing[1] * size_mb / mib),
+                   size_mb)  # fmt: skip
     if args.only in (None, "read"):
-        url = server.url_for(targets["libnfs"])
+        url = server.url_for(targets[sides[0]])
         for side in sides:
             out = local / f"r-{side}.bin"
             if side == "libnfs":
-                secs = libnfs_tool(server, ["nfs-cp", url, str(out)])
+                timing = libnfs_tool(server, ["nfs-cp", url, str(out)])
             else:
-                secs = trio.run(trionfs_read, with_options(url, args), out)
+                timing = trionfs_run(trionfs_read, with_options(url, args), out)
             check_same(src, out, f"{side} read")
             out.unlink()
-            results[f"read {args.size} to file MB/s|{side}"].append(size_mb / secs)
-        for side in sides:
+            record(results, f"read {args.size} to file", side,
+                   (timing[0], timing[1] * size_mb / mib), size_mb)  # fmt: skip
+        for side in reversed(sides):
             if side == "libnfs":
                 with open(os.devnull, "wb") as null:
-                    secs = libnfs_tool(server, ["nfs-cat", url], stdout=null.fileno())
+                    timing = libnfs_tool(server, ["nfs-cat", url], stdout=null.fileno())
             else:
-                secs = trio.run(trionfs_read, with_options(url, args), None)
-            results[f"read {args.size} to /dev/null MB/s|{side}"].append(size_mb / secs)
+                timing = trionfs_run(trionfs_read, with_options(url, args), None)
+            record(results, f"read {args.size} to /dev/null", side,
+                   (timing[0], timing[1] * size_mb / mib), size_mb)  # fmt: skip
     remove(server, *targets.values())
 
 
@@ -189,24 +237,34 @@ def small_files_round(
     server: GaneshaServer, args: argparse.Namespace, sides: list[str], r: int, results: Results
 ) -> None:
     count = args.files
-    for side in [*sides, "trionfs-concurrent"] if "trionfs" in sides else sides:
-        directory = f"small-{side}-{r}"
+    runs: list[tuple[str, int]] = []
+    for side in sides:
         if side == "libnfs":
-            secs = libnfs_small_files(server, directory, count)
-            key = f"{count} x 1 KiB files, files/s|libnfs"
+            runs.append(("libnfs", 1))
+        else:
+            runs += [("trionfs", n) for n in [1, *args.concurrency]]
+    if r % 2:
+        runs.reverse()
+    libnfs: Timing | None = None
+    ours: dict[int, Timing] = {}
+    for side, concurrency in runs:
+        directory = f"small-{side}-{concurrency}-{r}"
+        if side == "libnfs":
+            libnfs = libnfs_small_files(server, directory, count)
         else:
             with LibnfsMount(server.host, server.export_path) as nfs:
                 nfs.mkdir(directory)
-            concurrency = CONCURRENCY if side == "trionfs-concurrent" else 1
             url = with_options(server.url_for(directory), args)
-            secs = trio.run(trionfs_small_files, url, count, concurrency)
-            key = f"{count} x 1 KiB files, files/s|trionfs"
-            if concurrency > 1:
-                key = f"{count} x 1 KiB files, {concurrency} in flight, files/s|trionfs"
+            ours[concurrency] = trionfs_run(trionfs_small_files, url, count, concurrency)
         made = list((server.export_dir / directory).iterdir())
         if len(made) != count or any(p.stat().st_size != SMALL for p in made):
             raise SystemExit(f"bench: {side} small files: wrong count or sizes")
-        results[key].append(count / secs)
+    for concurrency, timing in ours.items():
+        how = "one at a time" if concurrency == 1 else f"trionfs {concurrency} in flight"
+        key = f"{count} x 1 KiB files, {how}"
+        record(results, key, "trionfs", timing, count)
+        if libnfs is not None:
+            record(results, key, "libnfs", libnfs, count)  # the same loop, every row
 
 
 def one_round(
@@ -226,23 +284,31 @@ def one_round(
         small_files_round(server, args, sides, r, results)
 
 
+def median(values: list[float] | None) -> float | None:
+    return statistics.median(values) if values else None
+
+
 def report(results: Results) -> None:
     measures = list(dict.fromkeys(key.split("|")[0] for key in results))
-    print(f"{'measure (median)':48} {'trionfs':>10} {'libnfs':>10} {'ratio':>7}")
+    print(f"{'measure (median)':44} {'trionfs':>9} {'libnfs':>9} {'ratio':>6}"
+          f"   {'client CPU: trionfs':>19} {'libnfs':>7} {'ratio':>6}")  # fmt: skip
     for measure in measures:
-        ours = results.get(f"{measure}|trionfs")
-        theirs = results.get(f"{measure}|libnfs")
-        a = statistics.median(ours) if ours else None
-        b = statistics.median(theirs) if theirs else None
-        cells = [f"{v:10.1f}" if v is not None else f"{'-':>10}" for v in (a, b)]
-        ratio = f"{a / b:7.2f}" if a and b else f"{'-':>7}"
-        print(f"{measure:48} {cells[0]} {cells[1]} {ratio}")
-        if "files/s" in measure:
-            ms = [f"{1000 / v:.2f}" if v else "-" for v in (a, b)]
-            print(f"{'   = ms per file':48} {ms[0]:>10} {ms[1]:>10}")
+        files = "files" in measure
+        unit, cpu_unit = ("files/s", "ms/file") if files else ("MB/s", "ms/MiB")
+        a, b = (median(results.get(f"{measure}|{side}")) for side in ("trionfs", "libnfs"))
+        ca, cb = (median(results.get(f"{measure}|{side}|cpu")) for side in ("trionfs", "libnfs"))
+        cells = [f"{v:9.1f}" if v is not None else f"{'-':>9}" for v in (a, b)]
+        ratio = f"{a / b:6.2f}" if a and b else f"{'-':>6}"
+        cpu_cells = [f"{v:7.3f}" if v is not None else f"{'-':>7}" for v in (ca, cb)]
+        cpu_ratio = f"{cb / ca:6.2f}" if ca and cb else f"{'-':>6}"
+        print(f"{measure + ' ' + unit:44} {cells[0]} {cells[1]} {ratio}"
+              f"   {cpu_cells[0]:>12} {cpu_unit} {cpu_cells[1]} {cpu_ratio}")  # fmt: skip
+        if files:
+            ms = [f"{1000 / v:.3f}" if v else "-" for v in (a, b)]
+            print(f"{'   = wall ms per file':44} {ms[0]:>9} {ms[1]:>9}")
     print(
         "all rounds:",
-        {k: [round(v, 1) for v in vals] for k, vals in results.items()},
+        {k: [round(v, 3 if k.endswith("cpu") else 1) for v in vals] for k, vals in results.items()},
         file=sys.stderr,
     )
 
@@ -252,6 +318,12 @@ def main() -> None:
     ap.add_argument("--size", default="512M", help="size of the big file (default 512M)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--files", type=int, default=2000, help="small files per round (default 2000)")
+    ap.add_argument(
+        "--concurrency",
+        default="16",
+        type=lambda text: [int(n) for n in text.split(",")],
+        help="trionfs small files in flight, comma-separated for several rows (default 16)",
+    )
     ap.add_argument("--only", choices=["write", "read", "small"])
     ap.add_argument("--base-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
     ap.add_argument(

@@ -150,6 +150,16 @@ class NFSFile:
         return self._fh
 
     @property
+    def rsize(self) -> int:
+        """Bytes per READ (a ``readinto`` buffer of this size takes one READ's data)."""
+        return self._rsize
+
+    @property
+    def wsize(self) -> int:
+        """Bytes per WRITE."""
+        return self._wsize
+
+    @property
     def tracker(self) -> WriteBackTracker:
         """The write-back state (bytes held, verifier changes seen) — for tests and the curious."""
         return self._tracker
@@ -269,6 +279,20 @@ class NFSFile:
                 n += k
             self._pos += n
             return n
+
+    async def read_views(self, size: int) -> list[memoryview]:
+        """Up to ``size`` bytes from the position, like :meth:`read`, but as read-only views
+        into the READ replies: no copy at all (a copy tool writes them straight to a local
+        file).  ``[]`` at EOF.  A view keeps its reply buffer alive (it is not reused while
+        any view of it exists), so hold them only as long as needed."""
+        self._check_readable()
+        if size < 0:
+            raise ValueError("size must not be negative")
+        async with self._lock:
+            self._raise_write_error()
+            pieces = await self._read_pieces(self._pos, size, sequential=True)
+            self._pos += sum(len(p) for p in pieces)
+            return [p.toreadonly() for p in pieces if p]
 
     async def readline(self, size: int = -1) -> bytes:
         self._check_readable()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import mmap
 from dataclasses import dataclass
 
 __all__ = ["PendingWrite", "WriteBackTracker"]
@@ -160,8 +161,10 @@ class WriteBackTracker:
     def add(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         """The application wrote ``data`` at ``offset``; it is kept until durable.
 
-        Immutable ``bytes`` (or a read-only view of them) are kept by reference; anything the
-        caller could change afterwards (bytearray, writable views) is copied.
+        Immutable ``bytes`` and read-only views of ``bytes`` or of a read-only ``mmap`` (a
+        copy tool's mapped source file) are kept by reference; anything the caller could
+        change afterwards (bytearray, writable views) is copied.  A mapped file changed by
+        someone else before the COMMIT is the same race as a file changed under ``cp``.
         """
         if offset < 0:
             raise ValueError("negative offset")
@@ -170,7 +173,7 @@ class WriteBackTracker:
         view = memoryview(data)
         if view.ndim != 1 or view.format != "B" or not view.c_contiguous:
             view = memoryview(view.tobytes())
-        elif not (view.readonly and isinstance(view.obj, bytes)):
+        elif not (view.readonly and isinstance(view.obj, (bytes, mmap.mmap))):
             view = memoryview(bytes(view))
         new = _Extent(offset, view)
         if not self._extents or offset >= self._extents[-1].end:

@@ -13,6 +13,7 @@ import trio.testing
 
 import trionfs
 from trionfs import NFSFile, NFSTextFile, parse_url
+from trionfs._cli_copy import copy_nfs_to_fd
 from trionfs.testing import libnfs_cat
 
 pytestmark = pytest.mark.interop
@@ -151,6 +152,28 @@ async def test_readinto_fills_a_large_buffer_across_reads_up_to_eof(nfs_url: str
             assert await f.readinto(view) == 19_000  # short at EOF
             assert bytes(view[:19_000]) == data[31_000:40_000] + b"new!" + data[40_004:]
             assert await f.readinto(bytearray(10)) == 0
+
+
+async def test_read_views_are_read_only_reply_views_with_unsent_writes_on_top(
+    nfs_url: str,
+) -> None:
+    data = os.urandom(50_000)
+    async with trionfs.mount(nfs_url + "?rsize=4096&window=3") as nfs:
+        async with await open_bin(nfs, "/rv.bin", "wb") as f:
+            await f.write(data)
+        async with await open_bin(nfs, "/rv.bin", "r+b") as f:
+            await f.seek(1000)
+            views = await f.read_views(30_000)  # spans 8 READs: one view per reply
+            assert len(views) > 1
+            assert all(v.readonly for v in views)
+            assert b"".join(views) == data[1000:31_000]
+            assert await f.tell() == 31_000
+            await f.pwrite(b"new!", 40_000)  # not sent yet: the views must still show it
+            rest = b"".join(await f.read_views(25_000))
+            assert rest == data[31_000:40_000] + b"new!" + data[40_004:]
+            assert await f.read_views(10) == []
+            with pytest.raises(ValueError, match="negative"):
+                await f.read_views(-1)
 
 
 async def test_pwrite_does_not_move_the_position(nfs_url: str) -> None:
@@ -293,3 +316,25 @@ async def test_readonly_mount_refuses_writes(nfs_url: str) -> None:
         assert info.value.errno == 30
         with pytest.raises(OSError, match="read-only"):
             await nfs.mkdir("/d")
+
+
+async def test_copy_to_a_local_file_cancelled_midway_leaves_the_file_usable(
+    nfs_url: str, tmp_path: Path
+) -> None:
+    data = os.urandom(300_000)
+    out = tmp_path / "out.bin"
+    async with trionfs.mount(nfs_url + "?rsize=16384&window=3") as nfs:
+        async with await open_bin(nfs, "/cc.bin", "wb") as f:
+            await f.write(data)
+        async with await open_bin(nfs, "/cc.bin", "rb") as f:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            try:
+                with trio.CancelScope() as scope:
+                    await copy_nfs_to_fd(f, fd, lambda done: scope.cancel())
+                assert scope.cancelled_caught
+                await f.seek(0)  # the file object still works, read-ahead included
+                assert os.fstat(fd).st_size < len(data)
+                os.ftruncate(fd, await copy_nfs_to_fd(f, fd))
+            finally:
+                os.close(fd)
+    assert out.read_bytes() == data

@@ -3,13 +3,16 @@ write, a server that stops answering, cancellation in the middle of a pipelined 
 
 from __future__ import annotations
 
+import mmap
 import os
+from pathlib import Path
 
 import pytest
 import trio
 
 import trionfs
 from trionfs import NFSFile, RPCTimeoutError
+from trionfs._cli_copy import copy_fd_to_nfs
 from trionfs.testing import GaneshaServer, libnfs_cat
 
 pytestmark = pytest.mark.interop
@@ -178,3 +181,29 @@ async def test_normal_mount_exit_raises_a_flush_error(nfs_server: GaneshaServer)
             await f.write(b"data")
             nfs_server.pause()
     nfs_server.resume()
+
+
+async def test_mmap_backed_copy_survives_a_restart_with_a_new_epoch(
+    nfs_server: GaneshaServer, tmp_path: Path
+) -> None:
+    data = b"\x01" + os.urandom(3 * 65536 + 1234)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    async with trionfs.mount(nfs_server.url + "?wsize=65536&timeo=50&retrans=4") as nfs:
+        f = await open_bin(nfs, "/m.bin", "wb")
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            n = await copy_fd_to_nfs(fd, f)
+        finally:
+            os.close(fd)  # the mapping outlives the descriptor
+        await f._wait_writes()
+        assert f.tracker.needs_commit
+        # Held by reference: slices of the read-only mapping, not copies.
+        assert all(isinstance(e.data.obj, mmap.mmap) for e in f.tracker._extents)
+        nfs_server.restart(new_epoch=True)  # the server loses what it has not committed
+        await f.truncate(n)
+        await f.aclose()
+        assert f.tracker.verifier_changes >= 1
+        assert f.tracker.rewritten_bytes >= 3 * 65536  # rewritten from the mapping
+        assert f.tracker.clean
+    assert (nfs_server.export_dir / "m.bin").read_bytes() == data

@@ -9,7 +9,9 @@ flush loop must end with stable storage equal to what the application wrote.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -285,3 +287,29 @@ def test_adjacent_writes_go_out_as_one_write_of_their_uncopied_pieces() -> None:
     assert w.pieces[0].obj is a
     assert w.pieces[1].obj is b
     assert bytes(w.data) == a + b
+
+
+def test_read_only_mmap_views_are_kept_by_reference_and_writable_ones_copied(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "src"
+    path.write_bytes(b"0123456789" * 1000)
+    with open(path, "r+b") as f:
+        ro = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        rw = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_WRITE)
+    tracker = WriteBackTracker()
+    tracker.add(0, memoryview(ro)[:5000])
+    tracker.add(5000, memoryview(rw)[5000:])
+    rw[5000:5002] = b"XX"  # writable mappings can change: the tracker copied them
+    w = tracker.next_write(1 << 20)
+    assert w is not None
+    assert w.pieces[0].obj is ro  # a slice of the mapping, not a copy
+    assert w.pieces[1].obj is not rw
+    assert bytes(w.data) == b"0123456789" * 1000
+    with pytest.raises(BufferError):
+        ro.close()  # the held slice keeps the mapping open until the tracker lets go
+    tracker.write_done(w.id, len(w.data), True, b"v")
+    del w
+    assert tracker.clean
+    ro.close()
+    rw.close()

@@ -55,6 +55,35 @@ def test_cp_sparse_file_reads_back_zeros_and_stays_sparse(
     assert remote.stat().st_blocks * 512 < 1 << 20  # the hole was not written
 
 
+def test_cp_of_several_big_pieces_with_holes_is_exact_both_ways(
+    nfs_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 4 MiB pieces (mmap slices one way, READ replies the other), an odd tail, a zero block
+    # inside data and one starting a piece: every path of the big-file copy.
+    data = bytearray(os.urandom(9 * (1 << 20) + 12345))
+    data[100_000 : 100_000 + (64 << 10)] = bytes(64 << 10)
+    data[4 << 20 : (4 << 20) + (128 << 10)] = bytes(128 << 10)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    assert run(capsys, "cp", str(src), nfs_url + "/big.bin") == (0, "", "")
+    assert (on_disk(nfs_url) / "big.bin").read_bytes() == data
+    back = tmp_path / "back.bin"
+    assert run(capsys, "cp", nfs_url + "/big.bin", str(back))[0] == 0
+    assert back.read_bytes() == data
+
+
+def test_cp_of_an_empty_file_creates_an_empty_file_both_ways(
+    nfs_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "empty"
+    src.write_bytes(b"")  # mmap refuses empty files: the read fallback
+    assert run(capsys, "cp", str(src), nfs_url + "/empty") == (0, "", "")
+    assert (on_disk(nfs_url) / "empty").read_bytes() == b""
+    back = tmp_path / "back"
+    assert run(capsys, "cp", nfs_url + "/empty", str(back))[0] == 0
+    assert back.read_bytes() == b""
+
+
 def test_cp_recursive_onto_new_and_into_existing_destination(
     nfs_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
