@@ -7,7 +7,8 @@ on ``TryAgain``; each op checks for cancellation first (so a cancelled op never 
 every :data:`YIELD_EVERY` ops yields to the scheduler.  Even a non-blocking nng call costs an
 aio round trip inside nng (~40 us), so the busy data channels use a worker thread with blocking
 calls instead (:class:`ThreadedSender`, :class:`ThreadedReceiver`), handing messages to and from
-Trio without a blocking round trip.
+Trio through deques, with one wakeup per batch rather than per message (a pass of Trio's run
+loop costs 20-50 us of CPU on a loaded box; docs/triokuiper.md "Fast paths" has the numbers).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import queue
 import threading
 from typing import Any, Final
 
@@ -133,36 +133,52 @@ class ThreadedSender:
     """A data-channel sender: Trio queues messages, a worker thread sends them blocking.
 
     A non-blocking nng send costs about as much as a blocking one (an aio round trip inside
-    nng), but in a worker thread it runs beside the Trio thread with the GIL released.  ``send``
-    queues without waiting while fewer than :data:`BUFFER` messages are pending; when the
-    queue is full it waits in a worker thread (backpressure).  Run :meth:`run` in a task.
+    nng), but in a worker thread it runs beside the Trio thread with the GIL released.
+    ``send`` appends to a deque without waiting while fewer than :data:`BUFFER` messages are
+    pending; a full deque makes it sleep until the thread has sent half of them (one wakeup
+    per :data:`BUFFER` // 2 messages, not one thread round trip per message).  Run :meth:`run`
+    in a task.
     """
 
     def __init__(self, sock: Any, *, on_timeout: Any = None) -> None:
         self.sock = sock
-        self._queue: queue.Queue[bytes | None] = queue.Queue(BUFFER)
+        self._items: collections.deque[bytes | None] = collections.deque()
+        self._lock = threading.Lock()
+        self._ready = threading.Event()  # set while the thread may have work
+        self._room: trio.Event | None = None  # a Trio task waiting for room
+        self._closed = False
+        self._token = trio.lowlevel.current_trio_token()
         self._on_timeout = on_timeout
         self._ops = 0
 
     async def send(self, data: bytes) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            self._queue.put_nowait(data)
-        except queue.Full:
-            await trio.to_thread.run_sync(self._queue.put, data, abandon_on_cancel=True)
-            return
+        items = self._items
+        if len(items) >= BUFFER:
+            await self._wait_for_room()
+        items.append(data)
+        if not self._ready.is_set():
+            self._ready.set()
         self._ops += 1
         if self._ops >= YIELD_EVERY:
             self._ops = 0
             await trio.lowlevel.cancel_shielded_checkpoint()
 
+    async def _wait_for_room(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise pynng.Closed("the socket was closed", 7)  # NNG_ECLOSED
+                if len(self._items) < BUFFER:
+                    return
+                event = self._room = trio.Event()
+            self._ops = 0
+            await event.wait()
+
     async def finish(self) -> None:
         """Queue the end: :meth:`run` returns once everything queued before was sent."""
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            await trio.to_thread.run_sync(self._queue.put, None, abandon_on_cancel=True)
-            return
+        self._items.append(None)
+        self._ready.set()
         await trio.lowlevel.checkpoint()
 
     async def run(self) -> None:
@@ -171,34 +187,61 @@ class ThreadedSender:
             await trio.to_thread.run_sync(self._send_loop, abandon_on_cancel=True)
         finally:
             self.sock.close()
+            self._items.append(None)
+            self._ready.set()
+            self._wake_sender(closing=True)
+
+    def _wake_sender(self, *, closing: bool = False) -> None:
+        with self._lock:
+            self._closed = self._closed or closing
+            room, self._room = self._room, None
+        if room is not None:
             try:
-                self._queue.put_nowait(None)
-            except queue.Full:
+                self._token.run_sync_soon(room.set)
+            except trio.RunFinishedError:
                 pass
 
     def _send_loop(self) -> None:
-        get, send = self._queue.get, self.sock.send
-        stalled = False
-        while (data := get()) is not None:
+        items, ready, send = self._items, self._ready, self.sock.send
+        half = BUFFER // 2
+        try:
             while True:
-                try:
-                    send(data)
-                    break
-                except pynng.Timeout:
-                    if not stalled and self._on_timeout is not None:
-                        self._on_timeout()
-                    stalled = True
-                except pynng.Closed:
+                if not items:
+                    ready.clear()
+                    if not items:  # Trio appends, then sets: re-check after clearing
+                        ready.wait()
+                    continue
+                data = items.popleft()
+                if data is None:
                     return
-            stalled = False
+                self._send_one(send, data)
+                if self._room is not None and len(items) <= half:
+                    self._wake_sender()
+        except pynng.Closed:
+            return
+        finally:
+            self._wake_sender(closing=True)
+
+    def _send_one(self, send: Any, data: bytes) -> None:
+        stalled = False
+        while True:
+            try:
+                send(data)
+                return
+            except pynng.Timeout:
+                if not stalled and self._on_timeout is not None:
+                    self._on_timeout()
+                stalled = True
 
 
 class ThreadedReceiver:
     """A data-channel receiver: a worker thread receives blocking, Trio takes the messages.
 
-    The thread hands messages over through a deque and wakes a waiting Trio task with
-    ``run_sync_soon`` (no round trip); when :data:`BUFFER` messages wait in the deque the
-    thread pauses until Trio has taken half of them.
+    The thread hands messages over through a deque; a Trio task with nothing to do waits on
+    an eventfd the thread writes to, so Trio reschedules it straight from epoll (measured
+    cheaper than ``run_sync_soon``, which takes one more pass of the run loop).
+    :meth:`receive_batch` takes everything waiting at once.  When :data:`BUFFER` messages wait
+    in the deque the thread pauses until Trio has taken them.
     """
 
     def __init__(self, sock: Any) -> None:
@@ -207,9 +250,9 @@ class ThreadedReceiver:
         self._lock = threading.Lock()
         self._drained = threading.Event()  # set while the deque has room
         self._drained.set()
-        self._sleeping: trio.Event | None = None
+        self._waiting = False  # a Trio task waits on the eventfd
         self._closed = False
-        self._token = trio.lowlevel.current_trio_token()
+        self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._ops = 0
 
     async def run(self) -> None:
@@ -218,55 +261,64 @@ class ThreadedReceiver:
         finally:
             self.sock.close()
             self._drained.set()  # unblock the thread if it waits for room
-            self._wake_from_thread(closing=True)
+            self._closed = True
+            with self._lock:
+                if self._fd >= 0:
+                    trio.lowlevel.notify_closing(self._fd)  # wakes a waiting receive_batch
+                    os.close(self._fd)
+                    self._fd = -1
 
     def _receive_loop(self) -> None:
         recv, items, drained = self.sock.recv, self._items, self._drained
-        while True:
-            if len(items) >= BUFFER:  # Trio is behind: stop taking messages from nng
-                drained.clear()
-                if len(items) >= BUFFER:
-                    drained.wait()
-            try:
-                data = recv()
-            except pynng.Closed:
-                self._wake_from_thread(closing=True)
-                return
-            with self._lock:
-                self._items.append(data)
-                sleeping, self._sleeping = self._sleeping, None
-            if sleeping is not None:
-                self._call_soon(sleeping.set)
-
-    def _call_soon(self, fn: Any) -> None:
         try:
-            self._token.run_sync_soon(fn)
-        except trio.RunFinishedError:
-            pass
+            while True:
+                if len(items) >= BUFFER:  # Trio is behind: stop taking messages from nng
+                    drained.clear()
+                    if len(items) >= BUFFER:
+                        drained.wait()
+                try:
+                    data = recv()
+                except pynng.Closed:
+                    return
+                items.append(data)
+                if self._waiting:  # Trio sets it, then looks at the deque again
+                    self._wake()
+        finally:
+            self._closed = True
+            self._wake()
 
-    def _wake_from_thread(self, *, closing: bool) -> None:
-        with self._lock:
-            self._closed = self._closed or closing
-            sleeping, self._sleeping = self._sleeping, None
-        if sleeping is not None:
-            self._call_soon(sleeping.set)
+    def _wake(self) -> None:
+        with self._lock:  # never write to a closed (maybe reused) fd number
+            if self._fd >= 0:
+                os.eventfd_write(self._fd, 1)
 
-    async def receive(self) -> bytes:
-        """The next message; raises ``pynng.Closed`` once the socket is closed and drained."""
+    async def receive_batch(self) -> list[bytes]:
+        """Every message waiting (at least one); ``pynng.Closed`` once closed and drained."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        while True:
-            with self._lock:
-                if self._items:
-                    data = self._items.popleft()
-                    break
-                if self._closed:
-                    raise pynng.Closed("the socket was closed", 7)  # NNG_ECLOSED
-                event = self._sleeping = trio.Event()
-            await event.wait()
-        if not self._drained.is_set() and len(self._items) <= BUFFER // 2:
+        items = self._items
+        while not items:
+            if self._closed:
+                raise pynng.Closed("the socket was closed", 7)  # NNG_ECLOSED
+            self._waiting = True
+            try:
+                if items or self._closed:
+                    continue
+                self._ops = 0
+                await trio.lowlevel.wait_readable(self._fd)
+                os.eventfd_read(self._fd)
+            except BlockingIOError:
+                pass
+            except (trio.ClosedResourceError, OSError):
+                self._closed = True
+            finally:
+                self._waiting = False
+        batch = [items.popleft() for _ in range(len(items))]
+        if not self._drained.is_set():
             self._drained.set()
-        self._ops += 1
+        # a full checkpoint is one pass of Trio's run loop (~20-50 us here): one per
+        # YIELD_EVERY messages, not one per (often one-message) batch
+        self._ops += len(batch)
         if self._ops >= YIELD_EVERY:
             self._ops = 0
             await trio.lowlevel.cancel_shielded_checkpoint()
-        return data
+        return batch

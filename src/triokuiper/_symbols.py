@@ -146,7 +146,8 @@ async def start_sink(
     require_ack = control.config.get("requireAck") is True
     await maybe_await(sink.configure(control.config))
     stem = control.meta.channel_stem
-    data_sock = _nng.new_socket(pynng.Pull0, recv_buffer_size=_nng.BUFFER)
+    # no nng receive buffer: with one, nng costs ~10 us more per message (measured)
+    data_sock = _nng.new_socket(pynng.Pull0)
     ack_sock = _nng.new_socket(pynng.Push0, send_timeout=send_timeout)
     instance = Instance(key, control.symbol_name, "sink", sockets=[data_sock, ack_sock])
     ack_channel = _nng.FastChannel(ack_sock)
@@ -184,10 +185,11 @@ async def _run_sink(sink: Sink, ctx: SinkContext, instance: Instance) -> None:
                 nursery.start_soon(receiver.run)
                 while True:
                     try:
-                        data = await receiver.receive()
+                        batch = await receiver.receive_batch()
                     except pynng.Closed:
                         return
-                    await collect_one(sink, ctx, data)
+                    for data in batch:
+                        await collect_one(sink, ctx, data)
     finally:
         await _close_hook(sink.close, ctx, instance.key)
         instance.close_sockets()

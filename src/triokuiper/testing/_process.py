@@ -25,6 +25,22 @@ PORTABLE_CONF_ARG = '{"sendTimeout":1000}'
 """The single argument eKuiper passes: ``json.Marshal(PortableConfig{SendTimeout: 1000})``."""
 
 _OUTPUT_LIMIT = 1 << 20  # keep the last MiB of plugin output
+_GROUP_EXIT_TIMEOUT = 5.0  # how long teardown waits for killed processes to die
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a process of group ``pgid`` exists and is not a zombie (from /proc)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
 
 
 def python_plugin_command(executable: str | os.PathLike[str]) -> list[str]:
@@ -129,6 +145,7 @@ class PluginProcess:
             self.returncode = await self._process.wait()
         finally:
             self._kill_group()
+            await self._wait_group_gone()
             self.exited.set()
         log.info("plugin %d exited: %s", self.pid, go_exit_text(self.returncode))
 
@@ -138,6 +155,19 @@ class PluginProcess:
         except (ProcessLookupError, PermissionError):
             pass
 
+    async def _wait_group_gone(self) -> None:
+        """Wait until the killed group's processes are dead, not merely signalled.
+
+        SIGKILL is delivered asynchronously: ``killpg`` returns while a grandchild may still be
+        running (notably on a loaded machine), so a caller checking "no orphans" right after
+        teardown could still see it.  Zombies count as gone (their parent reaps them).
+        """
+        with trio.CancelScope(shield=True), trio.move_on_after(_GROUP_EXIT_TIMEOUT):
+            while True:
+                if not _group_alive(self._process.pid):
+                    return
+                await trio.sleep(0.01)
+
     async def kill(self) -> None:
         """SIGKILL (``process.Kill()``) and wait for the exit to be reaped."""
         if self._process.returncode is None:
@@ -146,3 +176,4 @@ class PluginProcess:
         with trio.CancelScope(shield=True):
             await self._process.wait()
             await self.exited.wait()
+            await self._wait_group_gone()
