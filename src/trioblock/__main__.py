@@ -118,11 +118,12 @@ def _run(opts: Options) -> int:
     trio.run(plugin.get_ready)
     endpoint = bind(opts)
     try:
-        ready: Callable[[], None] = lambda: None  # noqa: E731
         if not foreground:
-            ready = daemonize(opts)
+            ready: Callable[[], None] = daemonize(opts)
         else:
-            write_pidfile(opts.pidfile)
+            # Written once listening, with signals handled: whoever waits for the pidfile may
+            # then signal us (--exit-with-parent's SIGTERM included) and get a clean shutdown.
+            ready = partial(write_pidfile, opts.pidfile)
         return trio.run(
             partial(serve_endpoint, plugin, endpoint, config, opts, ready=ready,
                     captive_stdio=saved_stdio)

@@ -131,7 +131,13 @@ def plan(req: Request | WriteRequest, info: ExportInfo, structured: bool, peer: 
         if command == _READ:
             assert isinstance(req, Request)
             data = yield ("pread", (req.length, req.offset, 0))
-            parts = data if isinstance(data, list) else [data]
+            if type(data) is not list:  # one buffer, the usual answer: no parts to inspect
+                if len(data) != req.length:
+                    raise RequestFailed(
+                        w.EIO, f"plugin returned {len(data)} bytes, not {req.length}"
+                    )
+                return [read_reply_header(cookie, req.offset, req.length, structured), data]
+            parts = data
             got = sum(len(p) for p in parts)
             if got != req.length:
                 raise RequestFailed(w.EIO, f"plugin returned {got} bytes, not {req.length}")

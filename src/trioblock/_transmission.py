@@ -9,6 +9,7 @@ already drained without being stored.  The ``*_reply`` functions encode replies.
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Iterable
 
 from . import _wire as w
@@ -197,11 +198,15 @@ def simple_reply(cookie: int, error: int = 0) -> bytes:
 def read_reply_header(cookie: int, offset: int, length: int, structured: bool) -> bytes:
     """Header to send before ``length`` bytes of read data (one final OFFSET_DATA chunk)."""
     if not structured:
-        return w.SIMPLE_REPLY.pack(w.SIMPLE_REPLY_MAGIC, 0, cookie)
-    head = w.CHUNK_HEADER.pack(
-        w.STRUCTURED_REPLY_MAGIC, w.CHUNK_FLAG_DONE, w.Chunk.OFFSET_DATA, cookie, 8 + length
-    )
-    return head + w.U64.pack(offset)
+        return _SIMPLE_REPLY.pack(_SIMPLE_REPLY_MAGIC, 0, cookie)
+    return _DATA_CHUNK.pack(_STRUCTURED_MAGIC, _DONE, _OFFSET_DATA, cookie, 8 + length, offset)
+
+
+# Once per READ: one pack of plain ints (enum members cost a conversion each time).
+_DATA_CHUNK = struct.Struct(w.CHUNK_HEADER.format + "Q")  # chunk header + the data's offset
+_SIMPLE_REPLY, _SIMPLE_REPLY_MAGIC = w.SIMPLE_REPLY, int(w.SIMPLE_REPLY_MAGIC)
+_STRUCTURED_MAGIC, _DONE = int(w.STRUCTURED_REPLY_MAGIC), int(w.CHUNK_FLAG_DONE)
+_OFFSET_DATA = int(w.Chunk.OFFSET_DATA)
 
 
 def hole_chunk(cookie: int, offset: int, length: int, done: bool) -> bytes:

@@ -100,7 +100,7 @@ _FADVISE = {
 @functools.cache
 def _fallocate() -> Callable[[int, int, int, int], None]:
     """libc's ``fallocate`` as ``fallocate(fd, mode, offset, length)``, raising OSError."""
-    import cffi  # type: ignore[import-untyped]  # (no stubs) imported on first use only
+    import cffi  # (no stubs: pyproject ignores them) imported on first use only
 
     ffi = cffi.FFI()
     # off_t is 64-bit: a long on LP64, else glibc's explicit fallocate64.

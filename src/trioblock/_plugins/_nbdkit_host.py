@@ -54,6 +54,7 @@ from ._backend import (
     PluginConnection,
     ThreadModel,
 )
+from ._buffers import ReadBufferPool
 
 __all__ = ["DEFAULT_THREAD_LIMIT", "NbdkitPythonPlugin", "redirect_plugin_stdout"]
 
@@ -369,6 +370,7 @@ class _NbdkitHandle:
         self._conn_context = conn_context
         self._v1 = host.api_version == 1
         self._size: int | None = None  # known once info() ran; extents are clipped to it
+        self._buffers = ReadBufferPool()  # API 2 pread buffers, reused once their reply is sent
 
     def _in_context(self, fn: Callable[..., _T], *args: Any) -> _T:
         token = _context.current.set(self._conn_context)
@@ -488,7 +490,7 @@ class _NbdkitHandle:
 
     def _pread(self, count: int, offset: int, flags: int) -> Buffer:
         if not self._v1:
-            buf = bytearray(count)
+            buf = self._buffers.take(count)
             self._call("pread", memoryview(buf), offset, flags)
             return buf
         r = self._call("pread", count, offset)
