@@ -148,7 +148,11 @@ async def _run_function(function: Any, instance: Instance, on_exit: Any) -> None
         on_exit(instance)
 
 
-def _serve_blocking(sock: Any, function: Any, key: str) -> None:
+def _req_loop(sock: Any, key: str, reply_to: Callable[[bytes], bytes | None]) -> None:
+    """The function channel's Req side, in its thread: handshake, then answer every call.
+
+    A receive timeout re-sends the handshake (eKuiper >= 2.4 skips it as a keepalive); the loop
+    ends when the socket closes or ``reply_to`` returns ``None``."""
     try:
         sock.send(HANDSHAKE)
         while True:
@@ -158,9 +162,16 @@ def _serve_blocking(sock: Any, function: Any, key: str) -> None:
                 log.debug("%s: idle, re-sending handshake", key)
                 sock.send(HANDSHAKE)
                 continue
-            sock.send(answer_blocking(function, data))
+            reply = reply_to(data)
+            if reply is None:
+                return
+            sock.send(reply)
     except pynng.Closed:
         return
+
+
+def _serve_blocking(sock: Any, function: Any, key: str) -> None:
+    _req_loop(sock, key, partial(answer_blocking, function))
 
 
 class _CallInbox:
@@ -206,23 +217,13 @@ async def _serve_async_threaded(sock: Any, function: Any, key: str) -> None:
     inbox = _CallInbox()
     replies: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
 
+    def hand_to_trio(data: bytes) -> bytes | None:
+        inbox.put_from_thread(data)
+        return replies.get()
+
     def io_loop() -> None:
         try:
-            sock.send(HANDSHAKE)
-            while True:
-                try:
-                    data = sock.recv()
-                except (pynng.Timeout, pynng.BadState, pynng.ConnectionReset):
-                    log.debug("%s: idle, re-sending handshake", key)
-                    sock.send(HANDSHAKE)
-                    continue
-                inbox.put_from_thread(data)
-                reply = replies.get()
-                if reply is None:
-                    return
-                sock.send(reply)
-        except pynng.Closed:
-            pass
+            _req_loop(sock, key, hand_to_trio)
         finally:
             inbox.put_from_thread(None)
 
