@@ -9,7 +9,7 @@ Each round runs every measure for both clients, alternating which goes first:
   slices of the mapping handed to ``NFSFile.pwrite``, then ``truncate`` + close = COMMIT);
 * read: the same file back from NFS to a local tmpfs file — ``nfs-cp URL FILE`` against
   ``copy_nfs_to_fd`` (``NFSFile.read_views`` of 4 MiB: the READ replies themselves, no copy,
-  ``os.pwrite`` to the local file in a worker thread while the next READs arrive); and to
+  ``os.pwrite`` to the local file in the event loop while the next READs arrive); and to
   nowhere — ``nfs-cat URL > /dev/null`` against ``read_views`` of 4 MiB, dropped;
 * small files: N files of 1 KiB created through ONE mount — libnfs's C API through ctypes
   (``nfs_creat`` + ``nfs_write`` + ``nfs_close`` per file, a sync loop) against

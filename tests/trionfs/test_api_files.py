@@ -321,7 +321,9 @@ async def test_readonly_mount_refuses_writes(nfs_url: str) -> None:
 async def test_copy_to_a_local_file_cancelled_midway_leaves_the_file_usable(
     nfs_url: str, tmp_path: Path
 ) -> None:
-    data = os.urandom(300_000)
+    # Larger than one piece of the copy (1 MiB): the first piece is written locally before
+    # the progress callback cancels, the rest is not.
+    data = os.urandom(3 << 20)
     out = tmp_path / "out.bin"
     async with trionfs.mount(nfs_url + "?rsize=16384&window=3") as nfs:
         async with await open_bin(nfs, "/cc.bin", "wb") as f:
