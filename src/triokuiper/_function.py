@@ -57,6 +57,15 @@ def _is_aggregate_reply(function: Any) -> bytes:
     return encode_function_reply(True, bool(function.is_aggregate()))
 
 
+def _error_reply(exc: Exception) -> bytes:
+    """What eKuiper gets for a call that failed; called from inside the ``except`` block."""
+    if isinstance(exc, RemoteProtocolError):
+        log.warning("bad function call: %s", exc)
+        return exc.reply
+    log.exception("function call failed")
+    return encode_function_reply(False, describe(exc))
+
+
 def answer_blocking(function: Any, data: bytes) -> bytes:
     """The reply to one call, calling ``exec`` synchronously.  Never raises."""
     custom = getattr(function, "answer_call", None)
@@ -68,12 +77,8 @@ def answer_blocking(function: Any, data: bytes) -> bytes:
         if call.func == "Exec":
             return encode_function_reply(True, function.exec(call.args, call.context))
         return _answer_other(function, call)
-    except RemoteProtocolError as exc:
-        log.warning("bad function call: %s", exc)
-        return exc.reply
     except Exception as exc:
-        log.exception("function call failed")
-        return encode_function_reply(False, describe(exc))
+        return _error_reply(exc)
 
 
 async def answer(function: Any, data: bytes) -> bytes:
@@ -83,12 +88,8 @@ async def answer(function: Any, data: bytes) -> bytes:
         if call.func == "Exec":
             return encode_function_reply(True, await function.exec(call.args, call.context))
         return _answer_other(function, call)
-    except RemoteProtocolError as exc:
-        log.warning("bad function call: %s", exc)
-        return exc.reply
     except Exception as exc:
-        log.exception("function call failed")
-        return encode_function_reply(False, describe(exc))
+        return _error_reply(exc)
 
 
 def _answer_other(function: Any, call: FunctionCall) -> bytes:
