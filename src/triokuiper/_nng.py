@@ -167,11 +167,16 @@ class ThreadedSender:
     async def _wait_for_room(self) -> None:
         while True:
             with self._lock:
-                if self._closed:
-                    raise pynng.Closed("the socket was closed", 7)  # NNG_ECLOSED
-                if len(self._items) < BUFFER:
-                    return
-                event = self._room = trio.Event()
+                closed = self._closed
+                if not closed:
+                    if len(self._items) < BUFFER:
+                        return
+                    event = self._room = trio.Event()
+            if closed:
+                # A sender closed by the cancellation of our own scope is not an error of ours:
+                # let the Cancelled through, so the source ends as cancelled, not as failed.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                raise pynng.Closed("the socket was closed", 7)  # NNG_ECLOSED
             self._ops = 0
             await event.wait()
 
