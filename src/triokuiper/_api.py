@@ -124,7 +124,8 @@ class SinkContext(_Context):
     _send_ack: Callable[[bytes], Any] = field(repr=False, default=None)  # type: ignore[assignment]
     acked: bool = field(default=True, repr=False)
     socket: Any = field(repr=False, default=None)
-    """The pynng Pull socket the payloads arrive on."""
+    """Where the payloads arrive, for a worker thread: ``recv()`` blocks for the next one and
+    raises ``pynng.Closed`` at the end, as the pynng Pull socket it replaces did."""
     ack_socket: Any = field(repr=False, default=None)
 
     async def ack_ok(self) -> None:

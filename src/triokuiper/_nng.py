@@ -1,14 +1,13 @@
-"""pynng under Trio: dial/listen with retries, non-blocking fast paths, threaded data channels.
+"""pynng under Trio: dial/listen with retries, non-blocking fast paths, a threaded sender.
 
 pynng's ``asend``/``arecv`` wake Trio through an nng callback thread for every message, which
 measured 4-7x slower than a blocking thread.  :class:`FastChannel` (control and ack channels)
 tries ``send(block=False)`` / ``recv(block=False)`` first and falls back to the awaitable call
 on ``TryAgain``; each op checks for cancellation first (so a cancelled op never happened) and
-every :data:`YIELD_EVERY` ops yields to the scheduler.  Even a non-blocking nng call costs an
-aio round trip inside nng (~40 us), so the busy data channels use a worker thread with blocking
-calls instead (:class:`ThreadedSender`, :class:`ThreadedReceiver`), handing messages to and from
-Trio through deques, with one wakeup per batch rather than per message (a pass of Trio's run
-loop costs 20-50 us of CPU on a loaded box; docs/triokuiper.md "Fast paths" has the numbers).
+every :data:`YIELD_EVERY` ops yields to the scheduler.  A source's rows go out through a worker
+thread with blocking sends instead (:class:`ThreadedSender`), handed over through a deque with
+one wakeup per batch rather than per message.  A sink's data channel does not use nng at all
+(:mod:`triokuiper._pull_listener`).
 """
 
 from __future__ import annotations
@@ -42,8 +41,12 @@ def ipc_dir() -> str:
     return os.environ.get("TRIOKUIPER_IPC_DIR") or "/tmp"
 
 
+def ipc_path(directory: str, stem: str) -> str:
+    return f"{directory}/{stem}.ipc"
+
+
 def ipc_url(directory: str, stem: str) -> str:
-    return f"ipc://{directory}/{stem}.ipc"
+    return f"ipc://{ipc_path(directory, stem)}"
 
 
 def new_socket(cls: Any, **options: Any) -> Any:
@@ -237,93 +240,3 @@ class ThreadedSender:
                 if not stalled and self._on_timeout is not None:
                     self._on_timeout()
                 stalled = True
-
-
-class ThreadedReceiver:
-    """A data-channel receiver: a worker thread receives blocking, Trio takes the messages.
-
-    The thread hands messages over through a deque; a Trio task with nothing to do waits on
-    an eventfd the thread writes to, so Trio reschedules it straight from epoll (measured
-    cheaper than ``run_sync_soon``, which takes one more pass of the run loop).
-    :meth:`receive_batch` takes everything waiting at once.  When :data:`BUFFER` messages wait
-    in the deque the thread pauses until Trio has taken them.
-    """
-
-    def __init__(self, sock: Any) -> None:
-        self.sock = sock
-        self._items: collections.deque[bytes] = collections.deque()
-        self._lock = threading.Lock()
-        self._drained = threading.Event()  # set while the deque has room
-        self._drained.set()
-        self._waiting = False  # a Trio task waits on the eventfd
-        self._closed = False
-        self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._ops = 0
-
-    async def run(self) -> None:
-        try:
-            await trio.to_thread.run_sync(self._receive_loop, abandon_on_cancel=True)
-        finally:
-            self.sock.close()
-            self._drained.set()  # unblock the thread if it waits for room
-            self._closed = True
-            with self._lock:
-                if self._fd >= 0:
-                    trio.lowlevel.notify_closing(self._fd)  # wakes a waiting receive_batch
-                    os.close(self._fd)
-                    self._fd = -1
-
-    def _receive_loop(self) -> None:
-        recv, items, drained = self.sock.recv, self._items, self._drained
-        try:
-            while True:
-                if len(items) >= BUFFER:  # Trio is behind: stop taking messages from nng
-                    drained.clear()
-                    if len(items) >= BUFFER:
-                        drained.wait()
-                try:
-                    data = recv()
-                except pynng.Closed:
-                    return
-                items.append(data)
-                if self._waiting:  # Trio sets it, then looks at the deque again
-                    self._wake()
-        finally:
-            self._closed = True
-            self._wake()
-
-    def _wake(self) -> None:
-        with self._lock:  # never write to a closed (maybe reused) fd number
-            if self._fd >= 0:
-                os.eventfd_write(self._fd, 1)
-
-    async def receive_batch(self) -> list[bytes]:
-        """Every message waiting (at least one); ``pynng.Closed`` once closed and drained."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        items = self._items
-        while not items:
-            if self._closed:
-                raise pynng.Closed("the socket was closed", 7)  # NNG_ECLOSED
-            self._waiting = True
-            try:
-                if items or self._closed:
-                    continue
-                self._ops = 0
-                await trio.lowlevel.wait_readable(self._fd)
-                os.eventfd_read(self._fd)
-            except BlockingIOError:
-                pass
-            except (trio.ClosedResourceError, OSError):
-                self._closed = True
-            finally:
-                self._waiting = False
-        batch = [items.popleft() for _ in range(len(items))]
-        if not self._drained.is_set():
-            self._drained.set()
-        # a full checkpoint is one pass of Trio's run loop (~20-50 us here): one per
-        # YIELD_EVERY messages, not one per (often one-message) batch
-        self._ops += len(batch)
-        if self._ops >= YIELD_EVERY:
-            self._ops = 0
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return batch

@@ -20,6 +20,7 @@ from ._messages import (
     encode_ack_error,
     parse_sink_payload,
 )
+from ._pull_listener import BlockingReceiver, PullListener
 
 log = logging.getLogger("triokuiper")
 
@@ -146,10 +147,9 @@ async def start_sink(
     require_ack = control.config.get("requireAck") is True
     await maybe_await(sink.configure(control.config))
     stem = control.meta.channel_stem
-    # no nng receive buffer: with one, nng costs ~10 us more per message (measured)
-    data_sock = _nng.new_socket(pynng.Pull0)
+    data = PullListener(_nng.ipc_path(ipc_dir, stem))
     ack_sock = _nng.new_socket(pynng.Push0, send_timeout=send_timeout)
-    instance = Instance(key, control.symbol_name, "sink", sockets=[data_sock, ack_sock])
+    instance = Instance(key, control.symbol_name, "sink", sockets=[data, ack_sock])
     ack_channel = _nng.FastChannel(ack_sock)
     ctx = SinkContext(
         control.symbol_name,
@@ -157,11 +157,11 @@ async def start_sink(
         log.getChild(key),
         require_ack,
         ack_channel.send,
-        socket=data_sock,
+        socket=BlockingReceiver(data),
         ack_socket=ack_sock,
     )
     try:
-        await _nng.listen(data_sock, _nng.ipc_url(ipc_dir, stem))
+        await data.listen()
         await _nng.dial(ack_sock, _nng.ipc_url(ipc_dir, f"{stem}_ack"))
         await sink.open(ctx)
     except BaseException:
@@ -175,18 +175,20 @@ async def _run_sink(sink: Sink, ctx: SinkContext, instance: Instance) -> None:
     blocking = getattr(sink, "serve_blocking", None)
     if blocking is None and not inspect.iscoroutinefunction(sink.collect):
         blocking = partial(_collect_blocking_loop, sink)
+    data_channel: PullListener = instance.sockets[0]
     try:
         with instance.scope:
-            if blocking is not None:  # an official-SDK sink: its whole loop in one thread
-                await trio.to_thread.run_sync(blocking, ctx, abandon_on_cancel=True)
-                return
-            receiver = _nng.ThreadedReceiver(instance.sockets[0])
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(receiver.run)
+                nursery.start_soon(data_channel.run)
+                if blocking is not None:  # collect blocks: the whole loop in one worker thread
+                    nursery.start_soon(ctx.socket.pump)
+                    await trio.to_thread.run_sync(blocking, ctx, abandon_on_cancel=True)
+                    nursery.cancel_scope.cancel()
+                    return
                 while True:
                     try:
-                        batch = await receiver.receive_batch()
-                    except pynng.Closed:
+                        batch = await data_channel.receive_batch()
+                    except trio.ClosedResourceError:
                         return
                     for data in batch:
                         await collect_one(sink, ctx, data)

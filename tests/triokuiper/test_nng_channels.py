@@ -1,4 +1,4 @@
-"""The threaded data channels of ``triokuiper._nng``, on real nng sockets (ipc in tmp_path)."""
+"""The threaded source sender of ``triokuiper._nng``, on real nng sockets (ipc in tmp_path)."""
 
 from __future__ import annotations
 
@@ -17,43 +17,6 @@ DEADLINE = 20
 
 def url(tmp_path: Path, name: str) -> str:
     return f"ipc://{tmp_path}/{name}.ipc"
-
-
-async def test_receiver_hands_over_every_message_in_order_then_reports_closed(
-    tmp_path: Path,
-) -> None:
-    count = 3 * _nng.BUFFER + 7  # more than the deque holds: the thread must pause and resume
-    with pynng.Pull0() as pull, pynng.Push0() as push, trio.fail_after(DEADLINE):
-        pull.listen(url(tmp_path, "data"))
-        push.dial(url(tmp_path, "data"), block=True)
-        receiver = _nng.ThreadedReceiver(pull)
-        received: list[bytes] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(receiver.run)
-
-            def push_all() -> None:
-                for n in range(count):
-                    push.send(b"%d" % n)
-
-            nursery.start_soon(trio.to_thread.run_sync, push_all)
-            while len(received) < count:
-                received += await receiver.receive_batch()
-            nursery.cancel_scope.cancel()
-        assert received == [b"%d" % n for n in range(count)]
-        with pytest.raises(pynng.Closed):
-            await receiver.receive_batch()
-
-
-async def test_receiver_wakes_a_waiting_task_when_the_socket_closes(tmp_path: Path) -> None:
-    with pynng.Pull0() as pull, trio.fail_after(DEADLINE):
-        pull.listen(url(tmp_path, "idle"))
-        receiver = _nng.ThreadedReceiver(pull)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(receiver.run)
-            await trio.testing.wait_all_tasks_blocked()
-            pull.close()  # the thread's recv fails: the waiting task must not hang
-            with pytest.raises(pynng.Closed):
-                await receiver.receive_batch()
 
 
 async def test_sender_waits_for_room_and_loses_nothing(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 import triokuiper
+from triokuiper._pull_listener import PullListener
 from triokuiper.testing import CommandError, Control, Emulator, EmulatorFactory
 
 
@@ -276,6 +277,10 @@ async def test_cancelling_serve_closes_every_symbol(
     assert sorted(closed) == ["a", "b", "sink c"]
     assert all(i.done.is_set() for i in instances)
     for sock in sockets:
+        if isinstance(sock, PullListener):  # a sink's data channel: closed, file removed
+            assert sock.closed
+            assert not await trio.Path(sock.path).exists()
+            continue
         with pytest.raises(pynng.Closed):
             sock.send(b"x", block=False)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 
 import pynng
 import trio
@@ -78,11 +79,11 @@ async def dial_push(url: str, *, send_timeout: float) -> pynng.Push0:
     sock.reconnect_time_min = 100
     sock.reconnect_time_max = 5000
     try:
-        sock.dial(url, block=True)
+        # in a thread: the SP handshake needs the plugin's side to run, maybe in this process
+        await trio.to_thread.run_sync(partial(sock.dial, url, block=True))
     except BaseException:
         sock.close()
         raise
-    await trio.lowlevel.checkpoint()
     return sock
 
 
