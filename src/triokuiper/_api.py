@@ -106,7 +106,8 @@ class SourceContext(_Context):
 
     _emit: Callable[[bytes], Any] = field(repr=False, default=None)  # type: ignore[assignment]
     socket: Any = field(repr=False, default=None)
-    """The pynng Push socket (for blocking sends from a worker thread)."""
+    """For sources that emit from a worker thread: a blocking ``send(data)`` that raises
+    ``pynng.Timeout``/``pynng.Closed`` like the pynng Push socket it replaces."""
 
     async def emit(self, message: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
         """Push one row; waits while eKuiper is not reading.  ``message`` must be a dict."""

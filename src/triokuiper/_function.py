@@ -1,22 +1,19 @@
-"""Function channels: one nng Req socket per function name, answering eKuiper's calls.
+"""Function channels: one Req channel per function name, answering eKuiper's calls.
 
 eKuiper sends calls as Rep *replies* to our last request, so we start with ``handshake`` and
 answer every call with a new request.  After ``keepalive`` seconds without a call we send
 ``handshake`` again (servers since 1.9 skip such a stale 'h' reply), so an idle function never
-finds its channel out of step (#3962).  The nng I/O always runs in a worker thread with
-blocking calls (the fastest round trip: ``arecv`` measured 2-4x slower); a plain ``def exec``
-is called right there, an ``async def exec`` is handed to a Trio task.
+finds its channel out of step (#3962).  An ``async def exec`` is served by one Trio task over
+our own SP Req (:mod:`triokuiper._req_dialer`: no thread at all).  A plain ``def exec`` (and an
+official-SDK function) is served from one worker thread over a blocking pynng Req socket, the
+call made right there: no Trio round trip per call.
 """
 
 from __future__ import annotations
 
-import collections
 import inspect
 import logging
-import os
-import queue
-import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Final
 
@@ -31,6 +28,8 @@ from ._messages import (
     encode_function_reply,
     parse_function_call,
 )
+from ._req_dialer import ReqDialer
+from ._sp import SPProtocolError
 from ._symbols import Instance, describe
 
 log = logging.getLogger("triokuiper")
@@ -114,32 +113,39 @@ async def start_function(
     start command); otherwise nng keeps dialing in the background, for functions eKuiper has
     not asked for since this process started (see "restart" in docs/triokuiper.md).
     """
-    sock = _nng.new_socket(pynng.Req0, resend_time=0, recv_timeout=int(keepalive * 1000))
     url = _nng.ipc_url(ipc_dir, f"func_{name}")
-    try:
+    if has_blocking_exec(function):
+        sock = _nng.new_socket(pynng.Req0, resend_time=0, recv_timeout=int(keepalive * 1000))
+        try:
+            if wait_for_server:
+                await _nng.dial(sock, url)
+            else:
+                sock.dial(url, block=False)
+        except BaseException:
+            sock.close()
+            raise
+        instance = Instance(f"func_{name}", name, "func", sockets=[sock])
+        key = f"func_{name}"
+        serve = partial(
+            trio.to_thread.run_sync, _serve_blocking, sock, function, key, abandon_on_cancel=True
+        )
+    else:
+        channel = ReqDialer(_nng.ipc_path(ipc_dir, f"func_{name}"))
         if wait_for_server:
-            await _nng.dial(sock, url)
-        else:
-            sock.dial(url, block=False)
-    except BaseException:
-        sock.close()
-        raise
-    instance = Instance(f"func_{name}", name, "func", sockets=[sock])
-    nursery.start_soon(_run_function, function, instance, on_exit, name=f"function {name}")
+            await channel.connect()
+        instance = Instance(f"func_{name}", name, "func", sockets=[channel])
+        serve = partial(_serve_async, channel, function, f"func_{name}", keepalive)
+    nursery.start_soon(_run_function, serve, instance, on_exit, name=f"function {name}")
     return instance
 
 
-async def _run_function(function: Any, instance: Instance, on_exit: Any) -> None:
-    sock = instance.sockets[0]
+async def _run_function(
+    serve: Callable[[], Awaitable[Any]], instance: Instance, on_exit: Any
+) -> None:
     try:
         with instance.scope:
-            if has_blocking_exec(function):
-                await trio.to_thread.run_sync(
-                    _serve_blocking, sock, function, instance.key, abandon_on_cancel=True
-                )
-            else:
-                await _serve_async_threaded(sock, function, instance.key)
-    except pynng.Closed:
+            await serve()
+    except (pynng.Closed, trio.ClosedResourceError):
         pass
     except Exception:
         log.exception("%s: function channel failed", instance.key)
@@ -147,6 +153,40 @@ async def _run_function(function: Any, instance: Instance, on_exit: Any) -> None
         instance.close_sockets()  # also ends an abandoned worker thread
         instance.done.set()
         on_exit(instance)
+
+
+async def _serve_async(channel: ReqDialer, function: Any, key: str, keepalive: float) -> None:
+    """``async def exec``: the whole channel in this task, no thread (see _req_dialer)."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_keep_alive, channel, key, keepalive)
+        request = HANDSHAKE
+        while True:
+            if not channel.connected:
+                await channel.redial()  # a function eKuiper has not asked for yet, or a break
+                request = HANDSHAKE
+            try:
+                call = await channel.request(request)
+            except (OSError, SPProtocolError) as exc:
+                log.info("%s: eKuiper's channel broke (%s); redialling", key, exc)
+                channel.disconnect()
+                continue
+            request = await answer(function, call)
+
+
+async def _keep_alive(channel: ReqDialer, key: str, keepalive: float) -> None:
+    """Re-send ``handshake`` once ``keepalive`` seconds pass without a call.
+
+    A task beside the call loop rather than a timeout around each wait for a call: moving a
+    deadline twice per call cost ~15% of a round trip."""
+    while True:
+        due = channel.last_request + keepalive
+        if trio.current_time() < due:
+            await trio.sleep_until(due)
+        elif channel.waiting:
+            log.debug("%s: idle, re-sending handshake", key)
+            channel.resend_nowait(HANDSHAKE)
+        else:  # answering a call, or redialling: the next request will be fresh
+            await trio.sleep(keepalive)
 
 
 def _req_loop(sock: Any, key: str, reply_to: Callable[[bytes], bytes | None]) -> None:
@@ -173,67 +213,3 @@ def _req_loop(sock: Any, key: str, reply_to: Callable[[bytes], bytes | None]) ->
 
 def _serve_blocking(sock: Any, function: Any, key: str) -> None:
     _req_loop(sock, key, partial(answer_blocking, function))
-
-
-class _CallInbox:
-    """Calls from the channel's thread to a Trio task, without a blocking round trip.
-
-    The thread wakes the task through an eventfd the task waits on with ``wait_readable``:
-    Trio reschedules it straight from epoll.  (``run_sync_soon`` costs one more pass of the
-    run loop, through Trio's entry-queue task, on every call.)
-    """
-
-    def __init__(self) -> None:
-        self._items: collections.deque[bytes | None] = collections.deque()
-        self._lock = threading.Lock()
-        self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-
-    def put_from_thread(self, data: bytes | None) -> None:
-        self._items.append(data)
-        with self._lock:  # never write to a closed (maybe reused) fd number
-            if self._fd >= 0:
-                os.eventfd_write(self._fd, 1)
-
-    async def get(self) -> bytes | None:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        items = self._items
-        while not items:
-            await trio.lowlevel.wait_readable(self._fd)
-            try:
-                os.eventfd_read(self._fd)
-            except BlockingIOError:
-                pass
-        return items.popleft()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fd >= 0:
-                trio.lowlevel.notify_closing(self._fd)
-                os.close(self._fd)
-                self._fd = -1
-
-
-async def _serve_async_threaded(sock: Any, function: Any, key: str) -> None:
-    """``async def exec``: blocking nng I/O in a worker thread, the calls answered in Trio."""
-    inbox = _CallInbox()
-    replies: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-
-    def hand_to_trio(data: bytes) -> bytes | None:
-        inbox.put_from_thread(data)
-        return replies.get()
-
-    def io_loop() -> None:
-        try:
-            _req_loop(sock, key, hand_to_trio)
-        finally:
-            inbox.put_from_thread(None)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(partial(trio.to_thread.run_sync, io_loop, abandon_on_cancel=True))
-        try:
-            while (data := await inbox.get()) is not None:
-                replies.put(await answer(function, data))
-        finally:
-            replies.put(None)
-            sock.close()
-            inbox.close()

@@ -121,6 +121,8 @@ class PullListener:
                 if not n:
                     return
         except (trio.ClosedResourceError, trio.TooSlowError, OSError, SPProtocolError) as exc:
+            if isinstance(exc, SPProtocolError) and decoder.peer == PUSH0:
+                self._take(exc.messages)  # what came whole before the fault is delivered
             if not self._closed:
                 log.warning("%s: dropped a peer: %s", self.path, exc)
         finally:
@@ -144,16 +146,17 @@ class PullListener:
     async def receive_batch(self) -> list[bytes]:
         """Every message waiting, in arrival order (at least one).
 
-        :class:`trio.ClosedResourceError` once closed: messages not taken by then are dropped,
-        as nng drops its queue when a socket closes.
+        :class:`trio.ClosedResourceError` once closed and every message received before was
+        taken.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         items = self._items
         while not items:
             if self._closed:
                 raise trio.ClosedResourceError("the data channel was closed")
-            event = self._has_items = self._has_items or trio.Event()
-            await event.wait()
+            if self._has_items is None:
+                self._has_items = trio.Event()
+            await self._has_items.wait()
         batch = list(items)
         items.clear()
         room, self._has_room = self._has_room, None

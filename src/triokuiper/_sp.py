@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Final
 
+REQ0: Final = 0x30
+REP0: Final = 0x31
 PUSH0: Final = 0x50
 PULL0: Final = 0x51
 
@@ -29,7 +31,14 @@ hostile length cannot make us reserve memory for it.  1 GiB is far above any rul
 
 
 class SPProtocolError(Exception):
-    """The peer broke the SP-over-IPC framing; the connection must be dropped."""
+    """The peer broke the SP-over-IPC framing; the connection must be dropped.
+
+    :attr:`messages` holds the whole messages that arrived before the violation (nng, reading
+    frame by frame, delivers those too)."""
+
+    def __init__(self, message: str, messages: list[bytes] | None = None) -> None:
+        super().__init__(message)
+        self.messages = messages or []
 
 
 def connection_header(protocol: int) -> bytes:
@@ -105,11 +114,11 @@ class FrameDecoder:
         try:
             while end - pos >= FRAME_PREFIX:
                 if buffer[pos] != MESSAGE_TYPE:
-                    raise SPProtocolError(f"unknown SP message type {buffer[pos]}")
+                    raise SPProtocolError(f"unknown SP message type {buffer[pos]}", out)
                 length = int.from_bytes(view[pos + 1 : pos + FRAME_PREFIX], "big")
                 if length > self._max_size:
                     raise SPProtocolError(
-                        f"message of {length} bytes is over the {self._max_size}-byte limit"
+                        f"message of {length} bytes is over the {self._max_size}-byte limit", out
                     )
                 start = pos + FRAME_PREFIX
                 if end - start < length:

@@ -21,6 +21,7 @@ from ._messages import (
     parse_sink_payload,
 )
 from ._pull_listener import BlockingReceiver, PullListener
+from ._push_dialer import PushDialer
 
 log = logging.getLogger("triokuiper")
 
@@ -93,25 +94,26 @@ async def start_source(
     """Configure, dial the data channel, then run ``open`` in a new task."""
     key = instance_key(control)
     await maybe_await(source.configure(control.datasource, control.config))
-    sock = _nng.new_socket(pynng.Push0, send_timeout=send_timeout, send_buffer_size=_nng.BUFFER)
-    try:
-        await _nng.dial(sock, _nng.ipc_url(ipc_dir, control.meta.channel_stem))
-    except BaseException:
-        sock.close()
-        raise
-    instance = Instance(key, control.symbol_name, "source", sockets=[sock])
 
-    def stalled() -> None:  # in the sender thread; once per stall: eKuiper may pause long
+    def stalled() -> None:  # once per stall: eKuiper may pause a rule for long
         log.warning("%s: eKuiper is not reading; holding the rows", key)
 
-    sender = _nng.ThreadedSender(sock, on_timeout=stalled)
-    ctx = SourceContext(control.symbol_name, control.meta, log.getChild(key), sender.send, sock)
+    sender = PushDialer(
+        _nng.ipc_path(ipc_dir, control.meta.channel_stem),
+        send_timeout=send_timeout / 1000 if send_timeout >= 0 else None,
+        on_stall=stalled,
+    )
+    await sender.connect()
+    instance = Instance(key, control.symbol_name, "source", sockets=[sender])
+    ctx = SourceContext(
+        control.symbol_name, control.meta, log.getChild(key), sender.send, _BlockingPush(sender)
+    )
     nursery.start_soon(_run_source, source, ctx, sender, instance, name=f"source {key}")
     return instance
 
 
 async def _run_source(
-    source: Source, ctx: SourceContext, sender: _nng.ThreadedSender, instance: Instance
+    source: Source, ctx: SourceContext, sender: PushDialer, instance: Instance
 ) -> None:
     try:
         with instance.scope:
@@ -126,6 +128,16 @@ async def _run_source(
         await _close_hook(source.close, ctx, instance.key)
         instance.close_sockets()
         instance.done.set()
+
+
+class _BlockingPush:
+    """``ctx.socket`` for sources that emit from a worker thread (official-SDK sources): the
+    blocking ``send`` of the pynng Push socket it replaces, ``pynng.Timeout`` included."""
+
+    __slots__ = ("send",)
+
+    def __init__(self, sender: PushDialer) -> None:
+        self.send = sender.send_blocking
 
 
 # -- sinks ----------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import trio
 
 import triokuiper
 from triokuiper._pull_listener import PullListener
+from triokuiper._push_dialer import PushDialer
+from triokuiper._req_dialer import ReqDialer
 from triokuiper.testing import CommandError, Control, Emulator, EmulatorFactory
 
 
@@ -280,6 +282,15 @@ async def test_cancelling_serve_closes_every_symbol(
         if isinstance(sock, PullListener):  # a sink's data channel: closed, file removed
             assert sock.closed
             assert not await trio.Path(sock.path).exists()
+            continue
+        if isinstance(sock, ReqDialer):  # an async function's channel
+            assert not sock.connected
+            with pytest.raises(trio.ClosedResourceError):
+                await sock.request(b"x")
+            continue
+        if isinstance(sock, PushDialer):  # a source's data channel
+            with pytest.raises(pynng.Closed):
+                sock.send_blocking(b"x")
             continue
         with pytest.raises(pynng.Closed):
             sock.send(b"x", block=False)
