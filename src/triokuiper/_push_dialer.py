@@ -7,9 +7,9 @@ worker thread, cost ~8 us of CPU per row plus the handoff).  At most :data:`BUFF
 beyond that ``send`` waits (backpressure).  A wait longer than ``send_timeout`` is reported
 once per stall through ``on_stall`` and never drops the row: eKuiper may pause a rule for long.
 
-If eKuiper's reader goes away the writer redials (100 ms, doubling to 5 s, as mangos's dialer
-does) and carries on; the batch that was being written when the connection broke may be partly
-delivered and is not sent again (nng's Push loses it too), and the count is logged.
+If eKuiper's reader goes away the writer redials (100 ms, doubling to 1 s) and carries on; the
+batch that was being written when the connection broke may be partly delivered and is not sent
+again (nng's Push loses it too), and the count is logged.
 
 Sources written for the official SDK emit from their own thread: :meth:`PushDialer.send_blocking`
 is their blocking ``send``, raising ``pynng.Timeout`` after ``send_timeout`` and ``pynng.Closed``
@@ -37,7 +37,7 @@ BUFFER: Final = 256
 YIELD_EVERY: Final = 32
 NEGOTIATION_TIMEOUT: Final = 10.0  # nng's
 REDIAL_MIN: Final = 0.1
-REDIAL_MAX: Final = 5.0
+REDIAL_MAX: Final = 1.0
 CONNECT_ATTEMPTS: Final = 50  # the official SDK's first dial: 50 x 100 ms
 CONNECT_INTERVAL: Final = 0.1
 
