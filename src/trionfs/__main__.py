@@ -306,7 +306,8 @@ class Runner:
         progress = self.args.progress == "always" or (
             self.args.progress == "auto" and sys.stderr.isatty()
         )
-        copier = Copier(recursive=self.args.recursive, progress=progress, fail=self.fail)
+        copier = Copier(recursive=self.args.recursive, progress=progress, fail=self.fail,
+                        sparse=self.args.sparse)  # fmt: skip
         try:
             dside, dpath = await self._side(dest)
         except (OSError, RPCError, ValueError, trio.BrokenResourceError) as exc:

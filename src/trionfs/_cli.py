@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="copy directories recursively (symlinks copied as symlinks)")  # fmt: skip
     p.add_argument("--progress", choices=["auto", "always", "never"], default="auto",
                    help="a progress bar on stderr (auto: when stderr is a terminal)")  # fmt: skip
+    p.add_argument("--sparse", choices=["auto", "always", "never"], default="auto",
+                   help="skip all-zero blocks (auto: of sparse sources), as GNU cp")  # fmt: skip
     p.add_argument("paths", nargs="+", metavar="SOURCE... DEST")
 
     p = sub.add_parser("stat", help="show attributes, as stat(1)")

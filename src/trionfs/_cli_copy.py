@@ -5,8 +5,10 @@
   ("-r not specified; omitting directory"), and symlinks are followed.
 * With ``-r`` a directory is copied onto a new ``dest`` (created) or merged into an existing
   directory ``dest``; symlinks are copied as symlinks (``cp -r`` implies ``-P``).
-* Runs of zero bytes are not written: the copy of a sparse file is sparse where the
-  filesystem allows, and reads back as zeros everywhere.
+* Holes as GNU cp's ``--sparse``: with ``auto`` (the default), all-zero 64 KiB blocks are not
+  written when the source looks sparse (fewer blocks allocated than its size), so the copy is
+  sparse too; a dense source is copied dense.  ``always`` skips all-zero blocks of any source;
+  ``never`` writes every byte.  Either way the copy reads back the same bytes.
 * A progress line on stderr when asked (``--progress``, or a terminal).
 
 Between a local file and NFS the copy moves the data the way a good copy tool does
@@ -17,9 +19,11 @@ Between a local file and NFS the copy moves the data the way a good copy tool do
   COMMIT, rewriting from them if the server restarts.  A source changed during the copy gives a
   torn copy, as with ``cp``; one *truncated* during the copy can kill the process with SIGBUS
   (the price of ``mmap``).  Pipes, empty files and anything ``mmap`` refuses are read instead.
-* NFS → local: the READ replies themselves (``NFSFile.read_views``: no copy in user space) go
-  to the local file by ``pwrite`` in the event loop (the READs already sent keep arriving
-  meanwhile), or in a worker thread once a local write turns out slow.
+* NFS → local, into a regular file without holes to make: the READ data is spliced from the
+  socket into the file (``_splice_copy``); otherwise the READ replies themselves
+  (``NFSFile.read_views``: no copy in user space) go to the local file by ``pwrite`` in the
+  event loop (the READs already sent keep arriving meanwhile), or in a worker thread once a
+  local write turns out slow.
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ import stat
 import sys
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 import trio
 
 from ._context import NFS
 from ._file import NFSFile
+from ._splice_copy import splice_copy
 
 CHUNK = 1 << 20
 BIG_CHUNK = 4 << 20
@@ -46,6 +51,14 @@ HOLE_BLOCK = 64 << 10
 _ZEROS = bytes(HOLE_BLOCK)
 
 Progress = Callable[[int], None]
+Sparse = Literal["auto", "always", "never"]
+
+
+def keep_holes(sparse: Sparse, st: os.stat_result) -> bool:
+    """Whether a copy of a source with stat ``st`` skips all-zero blocks (GNU cp's rule)."""
+    if sparse == "auto":
+        return stat.S_ISREG(st.st_mode) and st.st_blocks * 512 < st.st_size
+    return sparse == "always"
 
 
 def _is_zero(block: memoryview) -> bool:
@@ -54,10 +67,13 @@ def _is_zero(block: memoryview) -> bool:
     return not block[0] and bytes(block) == _ZEROS[: len(block)]
 
 
-def _data_runs(chunk: bytes | bytearray | memoryview) -> list[tuple[int, int]]:
-    """``(start, end)`` runs of ``chunk`` that are not all-zero ``HOLE_BLOCK`` blocks."""
-    runs: list[tuple[int, int]] = []
+def _data_runs(chunk: bytes | bytearray | memoryview, holes: bool = True) -> list[tuple[int, int]]:
+    """``(start, end)`` runs of ``chunk`` to write: all of it, or (``holes``) the parts that
+    are not all-zero ``HOLE_BLOCK`` blocks."""
     view = memoryview(chunk)
+    if not holes:
+        return [(0, len(view))] if len(view) else []
+    runs: list[tuple[int, int]] = []
     for start in range(0, len(view), HOLE_BLOCK):
         block = view[start : start + HOLE_BLOCK]
         if _is_zero(block):
@@ -70,20 +86,23 @@ def _data_runs(chunk: bytes | bytearray | memoryview) -> list[tuple[int, int]]:
     return runs
 
 
-def _pwrite_runs(fd: int, view: memoryview, at: int) -> None:
-    """Write the non-zero blocks of ``view`` at ``at`` (blocking)."""
-    for start, end in _data_runs(view):
+def _pwrite_runs(fd: int, view: memoryview, at: int, holes: bool) -> None:
+    """Write ``view`` at ``at`` (blocking), without its all-zero blocks if ``holes``."""
+    for start, end in _data_runs(view, holes):
         data = view[start:end]
         done = 0
         while done < len(data):
             done += os.pwrite(fd, data[done:], at + start + done)
 
 
-async def copy_fd_to_nfs(fd: int, f: NFSFile, progress: Progress | None = None) -> int:
+async def copy_fd_to_nfs(
+    fd: int, f: NFSFile, progress: Progress | None = None, *, sparse: Sparse = "auto"
+) -> int:
     """Copy the local file ``fd`` (from its start) into ``f`` at offset 0, skipping all-zero
-    blocks; the number of bytes copied (the caller truncates ``f`` to it and closes it: the
-    COMMIT).  Regular files are ``mmap``-ed: see the module doc."""
+    blocks as ``sparse`` says; the number of bytes copied (the caller truncates ``f`` to it and
+    closes it: the COMMIT).  Regular files are ``mmap``-ed: see the module doc."""
     st = os.fstat(fd)
+    holes = keep_holes(sparse, st)
     size = st.st_size if stat.S_ISREG(st.st_mode) else 0
     mapping: mmap.mmap | None = None
     if size > 0:
@@ -98,7 +117,7 @@ async def copy_fd_to_nfs(fd: int, f: NFSFile, progress: Progress | None = None) 
         piece = view[:0]
         while offset < size:
             piece = view[offset : offset + BIG_CHUNK]
-            for start, end in _data_runs(piece):
+            for start, end in _data_runs(piece, holes):
                 # The tracker keeps these read-only slices by reference until the COMMIT.
                 await f.pwrite(piece[start:end], offset + start)
             offset += len(piece)
@@ -108,7 +127,7 @@ async def copy_fd_to_nfs(fd: int, f: NFSFile, progress: Progress | None = None) 
         # The file keeps the slices until it is closed; the mapping goes with the last one.
     # Not mappable, or grown since it was mapped: read on until EOF.
     while data := await trio.to_thread.run_sync(os.pread, fd, BIG_CHUNK, offset):
-        for start, end in _data_runs(data):
+        for start, end in _data_runs(data, holes):
             await f.pwrite(data[start:end], offset + start)
         offset += len(data)
         if progress is not None:
@@ -120,17 +139,25 @@ SLOW_WRITE = 0.05
 """Seconds: a local write slower than this moves the rest of a download to a worker thread."""
 
 
-async def copy_nfs_to_fd(f: NFSFile, fd: int, progress: Progress | None = None) -> int:
-    """Copy ``f`` (from its position) into the local file ``fd`` at offset 0, leaving holes
-    for all-zero blocks; the number of bytes copied (the caller truncates ``fd`` to it).
+async def copy_nfs_to_fd(
+    f: NFSFile, fd: int, progress: Progress | None = None, *, sparse: Sparse = "auto"
+) -> int:
+    """Copy ``f`` (from its position) into the local file ``fd`` at offset 0, skipping
+    all-zero blocks as ``sparse`` says; the number of bytes copied (the caller truncates ``fd``
+    to it).
 
-    The READ replies go to ``fd`` as they are (:meth:`NFSFile.read_views`: no copy in user
-    space).  While ``pwrite`` is fast (page cache, tmpfs) it runs in the event loop: the READs
-    already sent keep arriving in the socket buffer meanwhile, and a worker thread measured
-    0.1-0.2 ms more CPU per MiB (``bench/nfs.py --only read``; why was not measured: GIL
-    hand-offs and smaller receive batches are the suspects).  Once a write takes longer
-    than ``SLOW_WRITE`` (a disk throttling dirty pages), the rest goes through a worker thread
-    so the event loop stays responsive."""
+    Into a regular file with no holes to make, the READ data is spliced from the socket into
+    the file (``_splice_copy``: one copy of each byte instead of two).  Otherwise (holes to
+    make, a pipe) the READ replies go to ``fd`` as they are (:meth:`NFSFile.read_views`: no
+    copy in user space).  While ``pwrite`` is fast (page cache, tmpfs) it runs in the event
+    loop: the READs already sent keep arriving in the socket buffer meanwhile, and a worker
+    thread measured 0.1-0.2 ms more CPU per MiB (``bench/nfs.py --only read``; why was not
+    measured: GIL hand-offs and smaller receive batches are the suspects).  Once a write takes
+    longer than ``SLOW_WRITE`` (a disk throttling dirty pages), the rest goes through a worker
+    thread so the event loop stays responsive."""
+    holes = sparse == "always" or (sparse == "auto" and keep_holes("auto", await f.stat()))
+    if not holes and stat.S_ISREG(os.fstat(fd).st_mode):
+        return await splice_copy(f, fd, progress)
     offset = 0
     inline = True
     step = max(f.rsize, CHUNK)
@@ -138,10 +165,10 @@ async def copy_nfs_to_fd(f: NFSFile, fd: int, progress: Progress | None = None) 
         for view in views:
             if inline:
                 began = time.monotonic()
-                _pwrite_runs(fd, view, offset)
+                _pwrite_runs(fd, view, offset, holes)
                 inline = time.monotonic() - began < SLOW_WRITE
             else:
-                await trio.to_thread.run_sync(_pwrite_runs, fd, view, offset)
+                await trio.to_thread.run_sync(_pwrite_runs, fd, view, offset, holes)
             offset += len(view)
         del views, view  # the reply buffers can be reused
         if progress is not None:
@@ -292,9 +319,11 @@ class LocalSide:
 
 class Copier:
     def __init__(self, *, recursive: bool, progress: bool,
-                 fail: Callable[[str, BaseException | str], None]) -> None:  # fmt: skip
+                 fail: Callable[[str, BaseException | str], None],
+                 sparse: Sparse = "auto") -> None:  # fmt: skip
         self.recursive = recursive
         self.progress = progress
+        self.sparse: Sparse = sparse
         self._fail = fail
         self.failed = False
 
@@ -345,14 +374,16 @@ class Copier:
                     self._show(shown, done, st.st_size, started)
 
                 progress = show if self.progress else None
+                sparse = self.sparse
                 if isinstance(reader, _LocalFile) and isinstance(writer, NFSFile):
-                    offset = await copy_fd_to_nfs(reader.fd, writer, progress)
+                    offset = await copy_fd_to_nfs(reader.fd, writer, progress, sparse=sparse)
                 elif isinstance(reader, NFSFile) and isinstance(writer, _LocalFile):
-                    offset = await copy_nfs_to_fd(reader, writer.fd, progress)
+                    offset = await copy_nfs_to_fd(reader, writer.fd, progress, sparse=sparse)
                 else:
                     offset = 0
+                    holes = keep_holes(sparse, st)
                     while chunk := await reader.read(CHUNK):
-                        for start, end in _data_runs(chunk):
+                        for start, end in _data_runs(chunk, holes):
                             await writer.pwrite(chunk[start:end], offset + start)
                         offset += len(chunk)
                         if progress is not None:

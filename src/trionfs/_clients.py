@@ -77,6 +77,7 @@ from ._nfs3_types import (
     WccData,
     encode_fh,
 )
+from ._payload_sink import PayloadSink
 from ._portmap import (
     IPPROTO_TCP,
     PMAP_PORT,
@@ -253,6 +254,16 @@ class NFS3Client(_ProgramClient):
         """Up to ``count`` bytes at ``offset``.  ``result.data`` is a view into the reply
         (no copy); short reads happen without ``eof`` (ask again from the new offset)."""
         result: ReadResult = await self._call(Proc.READ, _args(ReadArgs(fh, offset, count)))
+        return result
+
+    async def read_to_file(
+        self, fh: bytes, offset: int, count: int, sink: PayloadSink
+    ) -> ReadResult:
+        """``read``, with the data spliced into ``sink``'s local file as it arrives where
+        possible: only ``result.data``'s ranges ``sink.in_record_ranges(result.count)`` are
+        valid (the caller writes those); ``sink.error`` is a failed local write."""
+        raw = await self.rpc.call(Proc.READ, _args(ReadArgs(fh, offset, count)), sink=sink)
+        result: ReadResult = decode_result(Proc.READ, raw)
         return result
 
     async def write(

@@ -20,6 +20,7 @@ from ._errors import NFSError, NFSStat3
 from ._mountsession import Session
 from ._nfs3_types import Fattr3, FType3, Sattr3, StableHow, fattr3_to_stat
 from ._pathcache import PathCache
+from ._payload_sink import PayloadSink
 from ._url import NFSURL
 
 if TYPE_CHECKING:
@@ -142,6 +143,12 @@ class MountBase:
     async def _read_rpc(self, fh: bytes, offset: int, count: int) -> tuple[memoryview, bool]:
         # A view into the reply (a pooled receive buffer, reused only once no view is left).
         res = await self._call(self._session.nfs.read, fh, offset, count)
+        return res.data, res.eof
+
+    async def _read_rpc_to_file(
+        self, fh: bytes, offset: int, count: int, sink: PayloadSink
+    ) -> tuple[memoryview, bool]:
+        res = await self._call(self._session.nfs.read_to_file, fh, offset, count, sink)
         return res.data, res.eof
 
     async def _write_rpc(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ._errors import NFSError, NFSStat3, RemoteProtocolError
+from ._errors import NFSError, NFSStat3, RemoteProtocolError, RPCError
 from ._nfs3_args import (
     NO_ATTRS as NO_ATTRS,
     ZERO_VERF as ZERO_VERF,
@@ -51,7 +51,8 @@ from ._nfs3_types import (
     encode_post_op_attr,
     encode_post_op_fh,
 )
-from ._xdr import Packer, Unpacker
+from ._rpc import decode_reply
+from ._xdr import Buffer, Packer, Unpacker
 
 
 class Proc(enum.IntEnum):
@@ -124,6 +125,24 @@ class ReadlinkResult:
     @classmethod
     def decode(cls, u: Unpacker) -> ReadlinkResult:
         return cls(decode_post_op_attr(u), u.string(MAX_PATH))
+
+
+def read3_payload_span(record: Buffer) -> tuple[int, int] | None:
+    """Where a successful READ reply's data lies in its record: ``(start, length)``, read from
+    the head of the record alone (the data need not have arrived).  None when ``record`` does
+    not hold the whole head yet, or is not a successful READ reply (then it is decoded the
+    usual way)."""
+    try:
+        u = decode_reply(record)
+        if u.uint32() != NFSStat3.OK:
+            return None
+        decode_post_op_attr(u)
+        u.uint32()  # count
+        u.bool()  # eof
+        length = u.uint32()
+    except (RPCError, RemoteProtocolError):
+        return None
+    return u.position, length
 
 
 @dataclass(frozen=True, slots=True)

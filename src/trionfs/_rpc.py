@@ -295,6 +295,7 @@ class RecordReceiver:
         "_pool",
         "_rec",
         "_records",
+        "serial",
     )
 
     def __init__(
@@ -309,6 +310,8 @@ class RecordReceiver:
         self._last = False
         self._records: collections.deque[memoryview] = collections.deque()
         self._pool = BufferPool()
+        self.serial = 0
+        """Counts the records begun: tells a new record from the one before it."""
 
     @property
     def in_record(self) -> bool:
@@ -351,6 +354,7 @@ class RecordReceiver:
                 f"RPC record of at least {total} bytes exceeds the bound {self._max}"
             )
         if rec is None:
+            self.serial += 1
             last = bool(word & LAST_FRAGMENT)
             pooled = last and length >= _POOL_THRESHOLD
             self._rec = self._pool.get(length) if pooled else bytearray(length)
@@ -375,6 +379,20 @@ class RecordReceiver:
         if rec is None or self._frag_end - self._filled < self._direct_threshold:
             return None
         return memoryview(rec)[self._filled : self._frag_end]
+
+    def record_prefix(self) -> memoryview | None:
+        """The bytes of the record being received so far (None between records).  For a
+        reader that sends part of a record elsewhere: it may look at the head, then skip
+        bytes with ``direct_filled`` (they are then not in the record)."""
+        rec = self._rec
+        if rec is None:
+            return None
+        return memoryview(rec)[: self._filled]
+
+    @property
+    def fragment_left(self) -> int:
+        """Bytes still to come in the current fragment (0 between fragments)."""
+        return self._frag_end - self._filled if self._rec is not None else 0
 
     def direct_filled(self, n: int) -> None:
         """``n`` bytes were written into the view from ``direct_buffer``."""

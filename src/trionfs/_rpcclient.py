@@ -37,6 +37,7 @@ from typing import Final
 import trio
 
 from ._errors import RemoteProtocolError, RPCTimeoutError
+from ._payload_sink import WOULD_BLOCK, PayloadSink, Splicer
 from ._rpc import (
     LAST_FRAGMENT,
     NEED_DATA,
@@ -53,6 +54,8 @@ from ._xdr import Buffer, Unpacker
 logger = logging.getLogger("trionfs.rpc")
 
 _SCRATCH_SIZE: Final = 128 * 1024
+_HEAD_READ: Final = 512
+"""Read size while replies are being spliced: a READ reply's head is ~130 bytes."""
 _IOV_MAX: Final = 512
 _JOIN_LIMIT: Final = 64 * 1024
 _U32 = struct.Struct(">I")
@@ -82,9 +85,10 @@ class _Default(enum.Enum):
 
 class _Call:
     __slots__ = ("borrowed", "done", "error", "frames", "record", "sending_on", "sent_gen",
-                 "waiter", "xid")  # fmt: skip
+                 "sink", "waiter", "xid")  # fmt: skip
 
     def __init__(self, xid: int, frames: list[Buffer], borrowed: bool) -> None:
+        self.sink: PayloadSink | None = None
         self.xid = xid
         self.frames = frames
         self.borrowed = borrowed  # frames are views of the caller's buffers
@@ -129,6 +133,7 @@ class RPCClient:
         self._encoder = CallEncoder(prog, vers, self.options.auth)
         self._xids = XidAllocator()
         self._pending: dict[int, _Call] = {}
+        self._sinks = 0  # waiting calls whose reply data is spliced to a file
         self._send_lock = trio.StrictFIFOLock()
         self._conn: Conn | None = None
         self._gen = 0
@@ -207,9 +212,12 @@ class RPCClient:
         args: Buffer | Sequence[Buffer] = b"",
         *,
         timeo: float | _Default | None = _Default.TOKEN,
+        sink: PayloadSink | None = None,
     ) -> Unpacker:
         """Call ``proc`` with XDR-encoded ``args`` (one buffer, or pieces that are sent in
         order without being joined); return an ``Unpacker`` at the start of the results.
+        With ``sink``, the reply's data may be spliced into a local file instead of the reply
+        (see ``_payload_sink``: the data bytes of the reply are then partly not valid).
 
         Raises an ``RPCError`` subclass if the server refused the call, ``RPCTimeoutError``
         after ``retrans`` retransmissions without a reply, ``RemoteProtocolError`` for a
@@ -236,6 +244,9 @@ class RPCClient:
         else:
             call = _Call(xid, frame_record(pieces, self.options.max_fragment), borrowed=True)
         self._pending[xid] = call
+        if sink is not None:
+            call.sink = sink
+            self._sinks += 1
         limit = self.options.timeo if isinstance(timeo, _Default) else timeo
         each = math.inf if limit is None else limit
         try:
@@ -263,6 +274,8 @@ class RPCClient:
                 )
         finally:
             self._pending.pop(xid, None)
+            if sink is not None:
+                self._sinks -= 1
             conn = call.sending_on
             if conn is not None and call.borrowed:
                 # Another task (a retransmission after a reconnect) is part-way through
@@ -542,39 +555,74 @@ class RPCClient:
         receiver = RecordReceiver(self.options.max_record_size)
         scratch = memoryview(bytearray(_SCRATCH_SIZE))
         raw = conn.raw
+        splicer = Splicer()
         unyielded = 0
-        while True:
-            direct = receiver.direct_buffer()
-            try:
-                if direct is not None:
-                    with direct:
-                        n = raw.recv_into(direct)
-                else:
-                    n = raw.recv_into(scratch)
-            except BlockingIOError:
-                unyielded = 0
-                await trio.lowlevel.wait_readable(raw)
-                continue
-            if n == 0:
-                if receiver.in_record:
-                    raise _truncated()
-                return
-            if direct is not None:
-                receiver.direct_filled(n)
-            else:
-                receiver.receive_data(scratch[:n])
+        try:
             while True:
-                record = receiver.next_record()
-                if record is NEED_DATA:
-                    break
-                assert isinstance(record, memoryview)
-                self._route(record)
-            # The woken callers run when we next wait for data; while data keeps streaming in,
-            # yield now and then so we never hog the loop.
-            unyielded += 1
-            if unyielded >= 16:
-                unyielded = 0
-                await trio.lowlevel.checkpoint()
+                n = self._splice_step(raw.fileno(), receiver, splicer) if self._sinks else None
+                if n == WOULD_BLOCK:
+                    unyielded = 0
+                    await trio.lowlevel.wait_readable(raw)
+                    continue
+                if n is None:
+                    direct = receiver.direct_buffer()
+                    # Replies to splice: read a reply's head alone, not its data with it.
+                    buffer = scratch[:_HEAD_READ] if self._sinks else scratch
+                    try:
+                        if direct is not None:
+                            with direct:
+                                n = raw.recv_into(direct)
+                        else:
+                            n = raw.recv_into(buffer)
+                    except BlockingIOError:
+                        unyielded = 0
+                        await trio.lowlevel.wait_readable(raw)
+                        continue
+                    if n and direct is not None:
+                        receiver.direct_filled(n)
+                    elif n:
+                        receiver.receive_data(buffer[:n])
+                elif n:
+                    receiver.direct_filled(n)  # those bytes went to a file
+                if n == 0:
+                    if receiver.in_record:
+                        raise _truncated()
+                    return
+                while True:
+                    record = receiver.next_record()
+                    if record is NEED_DATA:
+                        break
+                    assert isinstance(record, memoryview)
+                    self._route(record)
+                # The woken callers run when we next wait for data; while data keeps streaming
+                # in, yield now and then so we never hog the loop.
+                unyielded += 1
+                if unyielded >= 16:
+                    unyielded = 0
+                    await trio.lowlevel.checkpoint()
+        finally:
+            splicer.close()
+
+    def _splice_step(self, sock: int, receiver: RecordReceiver, splicer: Splicer) -> int | None:
+        """Splice the next piece of a reply whose data goes to a file (see ``call(sink=)``);
+        None when the next bytes are to be read the usual way."""
+        head = receiver.record_prefix()
+        available = receiver.fragment_left
+        if head is None or len(head) < 4 or not available:
+            return None
+        call = self._pending.get(_U32.unpack_from(head)[0])
+        sink = call.sink if call is not None and not call.done else None
+        if sink is None:
+            return None
+        key = (receiver, receiver.serial)
+        if sink.record_key != key:  # a new reply (maybe after a retransmission): start over
+            sink.record_key, sink.span, sink.spliced = key, None, None
+        if sink.span is None:
+            span = sink.locate(head)
+            if span is None:
+                return None
+            sink.span = (span[0], span[0] + span[1])
+        return splicer.step(sock, sink, len(head), available)
 
     def _route(self, record: memoryview) -> None:
         xid = peek_xid(record)

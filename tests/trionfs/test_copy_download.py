@@ -1,9 +1,10 @@
-"""``copy_nfs_to_fd`` (``trionfs cp`` NFS → local) against nfs-ganesha: exact bytes, holes,
-both ways of writing locally (in the event loop, and in a worker thread after a slow write),
-cancellation."""
+"""``copy_nfs_to_fd`` (``trionfs cp`` NFS → local) against nfs-ganesha: exact bytes, holes
+(``sparse``), both ways of writing locally (READ data spliced into the file in the event loop,
+and replies written in a worker thread after a slow write), local write errors, cancellation."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -11,9 +12,10 @@ import pytest
 import trio
 
 import trionfs
-from trionfs import _cli_copy, parse_url
-from trionfs._cli_copy import HOLE_BLOCK, copy_nfs_to_fd
+from trionfs import _cli_copy, _payload_sink, parse_url
+from trionfs._cli_copy import HOLE_BLOCK, Sparse, copy_nfs_to_fd
 from trionfs._file import NFSFile
+from trionfs.testing import GaneshaServer
 
 pytestmark = pytest.mark.interop
 
@@ -23,17 +25,19 @@ RSIZE = 64 << 10
 @pytest.fixture(params=["inline", "worker-thread"])
 def write_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "worker-thread":
-        # Every local write counts as slow: after the first, the rest go to a worker thread.
+        # Every local write counts as slow: after the first, the rest go to a worker thread
+        # (and splicing stops after its first piece: the replies carry the rest).
         monkeypatch.setattr(_cli_copy, "SLOW_WRITE", -1.0)
+        monkeypatch.setattr(_payload_sink, "SLOW_WRITE", -1.0)
     return str(request.param)
 
 
-async def download(nfs_url: str, name: str, dst: Path) -> int:
+async def download(nfs_url: str, name: str, dst: Path, sparse: Sparse = "auto") -> int:
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         async with await trionfs.open(f"{nfs_url}/{name}?rsize={RSIZE}", "rb") as f:
             assert isinstance(f, NFSFile)
-            n = await copy_nfs_to_fd(f, fd)
+            n = await copy_nfs_to_fd(f, fd, sparse=sparse)
         os.ftruncate(fd, n)
         return n
     finally:
@@ -51,17 +55,65 @@ async def test_download_of_random_data_is_exact(
     assert back.read_bytes() == data
 
 
-async def test_download_leaves_holes_for_zero_blocks_and_is_exact(
-    nfs_url: str, tmp_path: Path, write_mode: str
-) -> None:
+def zeros_inside() -> bytearray:
     data = bytearray(os.urandom(3 << 20))
     data[HOLE_BLOCK : 17 * HOLE_BLOCK] = bytes(16 * HOLE_BLOCK)  # 1 MiB of zeros inside
     data[-100:] = bytes(100)  # a zero tail shorter than a block is still written
+    return data
+
+
+async def test_download_with_sparse_always_leaves_holes_for_zero_blocks_and_is_exact(
+    nfs_url: str, tmp_path: Path, write_mode: str
+) -> None:
+    data = zeros_inside()
     (Path(parse_url(nfs_url).path) / "h.bin").write_bytes(data)
     back = tmp_path / "back.bin"
-    assert await download(nfs_url, "h.bin", back) == len(data)
+    assert await download(nfs_url, "h.bin", back, sparse="always") == len(data)
     assert back.read_bytes() == data
     assert back.stat().st_blocks * 512 <= len(data) - (1 << 20)
+
+
+@pytest.mark.parametrize("sparse", ["auto", "never"])
+async def test_download_of_a_dense_source_is_dense_and_exact(
+    nfs_url: str, tmp_path: Path, write_mode: str, sparse: Sparse
+) -> None:
+    data = zeros_inside()  # written zeros: the source is not sparse
+    (Path(parse_url(nfs_url).path) / "d.bin").write_bytes(data)
+    back = tmp_path / "back.bin"
+    assert await download(nfs_url, "d.bin", back, sparse=sparse) == len(data)
+    assert back.read_bytes() == data
+    assert back.stat().st_blocks * 512 >= len(data)
+
+
+async def test_download_of_a_sparse_source_keeps_its_holes_with_auto(
+    nfs_url: str, tmp_path: Path
+) -> None:
+    with (Path(parse_url(nfs_url).path) / "s.bin").open("wb") as src:
+        src.write(b"head")
+        src.seek(5 << 20)
+        src.write(b"tail")
+    back = tmp_path / "back.bin"
+    assert await download(nfs_url, "s.bin", back) == (5 << 20) + 4
+    assert back.read_bytes() == b"head" + bytes((5 << 20) - 4) + b"tail"
+    assert back.stat().st_blocks * 512 < 1 << 20
+
+
+async def test_a_local_write_error_ends_the_download_with_it_and_the_mount_works_on(
+    nfs_url: str, tmp_path: Path
+) -> None:
+    data = os.urandom(5 * RSIZE + 7)
+    (Path(parse_url(nfs_url).path) / "e.bin").write_bytes(data)
+    (tmp_path / "ro.bin").write_bytes(b"")
+    fd = os.open(tmp_path / "ro.bin", os.O_RDONLY)  # splice into it fails: EBADF
+    try:
+        async with await trionfs.open(f"{nfs_url}/e.bin?rsize={RSIZE}", "rb") as f:
+            assert isinstance(f, NFSFile)
+            with pytest.raises(OSError, match="Bad file descriptor") as caught:
+                await copy_nfs_to_fd(f, fd)
+            assert caught.value.errno == errno.EBADF
+            assert await f.pread(len(data), 0) == data  # the same connection reads on
+    finally:
+        os.close(fd)
 
 
 async def test_cancelled_download_leaves_the_file_usable(nfs_url: str, tmp_path: Path) -> None:
@@ -86,3 +138,41 @@ async def test_cancelled_download_leaves_the_file_usable(nfs_url: str, tmp_path:
     finally:
         os.close(fd)
     assert (tmp_path / "back.bin").read_bytes()[: seen[-1]] == data[: seen[-1]]
+
+
+async def test_download_survives_a_server_crash_in_the_middle(
+    nfs_server: GaneshaServer, tmp_path: Path
+) -> None:
+    # ganesha freezes with READ replies half sent, is killed and started again: the calls are
+    # sent again on a new connection and their replies spliced again from the start.
+    data = os.urandom(24 << 20)
+    (nfs_server.export_dir / "big.bin").write_bytes(data)
+    fd = os.open(tmp_path / "back.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    crashed: list[int] = []
+
+    def crash_and_restart() -> None:
+        nfs_server.kill()
+        nfs_server.start_ganesha(new_epoch=False)
+
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+
+                def progress(done: int) -> None:
+                    if not crashed and done >= 4 << 20:
+                        crashed.append(done)
+                        nfs_server.pause()  # now, with READs in flight
+                        nursery.start_soon(trio.to_thread.run_sync, crash_and_restart)
+
+                url = nfs_server.url_for("big.bin") + "?rsize=1048576"
+                async with await trionfs.open(url, "rb") as f:
+                    assert isinstance(f, NFSFile)
+                    n = await copy_nfs_to_fd(f, fd, progress)
+                    reconnects = f._nfs._session.nfs.rpc.reconnects
+            os.ftruncate(fd, n)
+    finally:
+        os.close(fd)
+    assert crashed
+    assert reconnects >= 1
+    assert n == len(data)
+    assert (tmp_path / "back.bin").read_bytes() == data
