@@ -8,9 +8,10 @@ Each round runs every measure for both clients, alternating which goes first:
   (``trionfs._cli_copy.copy_fd_to_nfs``, what ``trionfs cp`` runs: the local file ``mmap``-ed,
   slices of the mapping handed to ``NFSFile.pwrite``, then ``truncate`` + close = COMMIT);
 * read: the same file back from NFS to a local tmpfs file — ``nfs-cp URL FILE`` against
-  ``copy_nfs_to_fd`` (``NFSFile.read_views`` of 4 MiB: the READ replies themselves, no copy,
-  ``os.pwrite`` to the local file in the event loop while the next READs arrive); and to
-  nowhere — ``nfs-cat URL > /dev/null`` against ``read_views`` of 4 MiB, dropped;
+  ``copy_nfs_to_fd`` (what ``trionfs cp`` runs: the source is not sparse, so a window of
+  4 MiB READs whose data the reader task splices from the socket into the local file at the
+  right offsets); and to nowhere — ``nfs-cat URL > /dev/null`` against ``read_views`` of
+  4 MiB (the READ replies themselves), dropped;
 * small files: N files of 1 KiB created through ONE mount — libnfs's C API through ctypes
   (``nfs_creat`` + ``nfs_write`` + ``nfs_close`` per file, a sync loop) against
   ``trionfs.mount(url)`` with ``async with await nfs.open(name, "wb") as f: await f.write(data)``
@@ -23,6 +24,9 @@ calls in this process for small files), for trionfs this process (``RUSAGE_SELF`
 threads included).  On a loaded shared machine wall clock mostly measures the load.
 
 The export lives on tmpfs (``--base-dir``, default /dev/shm) so the disk does not set the pace.
+Before each timed big-file copy, either side, 512 MiB of tmpfs is filled and freed
+(``recycle_pages``): on this VM freshly freed pages are far cheaper to allocate than cold ones,
+and without it the side that ran second in a round won by the order alone.
 Every copy is checked byte for byte (outside the timing).  Prints medians and ratios
 (trionfs ÷ libnfs: above 1.0 means trionfs is faster or uses less CPU).  Needs root (the server
 runs in a private network namespace, which this process enters).
@@ -188,6 +192,22 @@ def record(results: Results, key: str, side: str, timing: Timing, amount: float)
     results[f"{key}|{side}|cpu"].append(1000 * cpu / amount)
 
 
+def recycle_pages(local: Path, size: int) -> None:
+    """Fill and free ``size`` bytes of tmpfs right before a timed copy, for either side.
+
+    On this VM a page the guest has not touched lately costs far more to allocate than one it
+    just freed (the host backs it again), and each big copy allocates its destination's pages.
+    Without this, whichever side ran second in a round reused the pages the first had just
+    freed, and the order, not the tool, decided most of the difference (measured: 0.65-2.1x
+    per round, alternating with the order)."""
+    scratch = local / "recycle.bin"
+    block = bytes(4 * MiB)
+    with open(scratch, "wb") as f:
+        for _ in range(0, size, len(block)):
+            f.write(block)
+    scratch.unlink()
+
+
 def big_file_round(
     server: GaneshaServer,
     local: Path,
@@ -202,6 +222,7 @@ def big_file_round(
     targets = {side: f"w-{side}-{r}.bin" for side in sides}
     for side in sides:  # write: each side copies src to its own file on the server
         url = server.url_for(targets[side])
+        recycle_pages(local, src.stat().st_size)
         if side == "libnfs":
             timing = libnfs_tool(server, ["nfs-cp", str(src), url])
         else:
@@ -214,6 +235,7 @@ def big_file_round(
         url = server.url_for(targets[sides[0]])
         for side in sides:
             out = local / f"r-{side}.bin"
+            recycle_pages(local, src.stat().st_size)
             if side == "libnfs":
                 timing = libnfs_tool(server, ["nfs-cp", url, str(out)])
             else:
