@@ -19,7 +19,6 @@ once closed, like the pynng socket it replaces.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections.abc import Callable
 from typing import Final
@@ -28,18 +27,14 @@ import pynng
 import trio
 import trio.lowlevel
 
-from ._sp import HEADER_SIZE, PULL0, PUSH0, SPProtocolError, check_peer, connection_header, frame
+from . import _sp_dial
+from ._sp import PULL0, PUSH0, frame
 
 log = logging.getLogger("triokuiper.push")
 
 BUFFER: Final = 256
 """Rows emitted and not yet handed to the kernel before ``send`` waits."""
 YIELD_EVERY: Final = 32
-NEGOTIATION_TIMEOUT: Final = 10.0  # nng's
-REDIAL_MIN: Final = 0.1
-REDIAL_MAX: Final = 1.0
-CONNECT_ATTEMPTS: Final = 50  # the official SDK's first dial: 50 x 100 ms
-CONNECT_INTERVAL: Final = 0.1
 
 
 class PushDialer:
@@ -69,51 +64,29 @@ class PushDialer:
     # -- connecting ---------------------------------------------------------------------------
 
     async def connect(
-        self, *, attempts: int = CONNECT_ATTEMPTS, interval: float = CONNECT_INTERVAL
+        self,
+        *,
+        attempts: int = _sp_dial.CONNECT_ATTEMPTS,
+        interval: float = _sp_dial.CONNECT_INTERVAL,
     ) -> None:
         """The first connection, which must succeed now: eKuiper listens before it starts us."""
-        for attempt in range(attempts):
-            try:
-                self._sock = await self._connect_once()
-                return
-            except (OSError, trio.TooSlowError) as exc:
-                if attempt == attempts - 1:
-                    raise ConnectionRefusedError(f"cannot dial ipc://{self.path}: {exc}") from exc
-                log.debug("dial %s failed (%s), retrying", self.path, exc)
-            await trio.sleep(interval)
+        self._sock = await _sp_dial.dial(
+            self.path, self._connect_once, attempts=attempts, interval=interval
+        )
 
     async def _connect_once(self) -> trio.socket.SocketType:
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            await sock.connect(self.path)
-            await sock.send(connection_header(PUSH0))
-            header = b""
-            with trio.fail_after(NEGOTIATION_TIMEOUT):
-                while len(header) < HEADER_SIZE:
-                    chunk = await sock.recv(HEADER_SIZE - len(header))
-                    if not chunk:
-                        raise ConnectionResetError("the peer closed during the SP handshake")
-                    header += chunk
-            try:
-                check_peer(header, PULL0)
-            except SPProtocolError as exc:
-                raise ConnectionRefusedError(str(exc)) from exc
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return (await _sp_dial.open_sp(self.path, PUSH0, PULL0)).sock  # Pull sends nothing more
 
     async def _redial(self) -> None:
-        delay = REDIAL_MIN
-        while not self._closed:
-            try:
-                self._sock = await self._connect_once()
-                log.info("%s: eKuiper's reader is back", self.path)
-                return
-            except (OSError, trio.TooSlowError) as exc:
-                log.debug("redial %s failed (%s)", self.path, exc)
-            await trio.sleep(delay)
-            delay = min(delay * 2, REDIAL_MAX)
+        try:
+            sock = await _sp_dial.redial(self.path, self._connect_once, closed=lambda: self._closed)
+        except trio.ClosedResourceError:
+            return
+        if self._closed:
+            sock.close()
+            return
+        self._sock = sock
+        log.info("%s: eKuiper's reader is back", self.path)
 
     # -- sending ------------------------------------------------------------------------------
 

@@ -16,23 +16,18 @@ import logging
 import math
 import os
 import secrets
-import socket
 from collections import deque
 from typing import Final
 
 import trio
 import trio.lowlevel
 
-from ._sp import REP0, REQ0, FrameDecoder, SPProtocolError, connection_header, frame
+from . import _sp_dial
+from ._sp import REP0, REQ0, FrameDecoder, SPProtocolError, frame
 
 log = logging.getLogger("triokuiper.req")
 
 RECV_SIZE: Final = 64 * 1024
-NEGOTIATION_TIMEOUT: Final = 10.0  # nng's
-REDIAL_MIN: Final = 0.1
-REDIAL_MAX: Final = 1.0
-CONNECT_ATTEMPTS: Final = 50  # the official SDK's first dial: 50 x 100 ms
-CONNECT_INTERVAL: Final = 0.1
 _ID_BIT: Final = 0x8000_0000
 
 
@@ -57,59 +52,30 @@ class ReqDialer:
         return self._sock is not None
 
     async def connect(
-        self, *, attempts: int = CONNECT_ATTEMPTS, interval: float = CONNECT_INTERVAL
+        self,
+        *,
+        attempts: int = _sp_dial.CONNECT_ATTEMPTS,
+        interval: float = _sp_dial.CONNECT_INTERVAL,
     ) -> None:
         """The first connection, which must succeed now: eKuiper listens before it starts us."""
         self._drop_connection()
-        for attempt in range(attempts):
-            try:
-                await self._connect_once()
-                return
-            except (OSError, trio.TooSlowError, SPProtocolError) as exc:
-                if attempt == attempts - 1:
-                    raise ConnectionRefusedError(f"cannot dial ipc://{self.path}: {exc}") from exc
-                log.debug("dial %s failed (%s), retrying", self.path, exc)
-            await trio.sleep(interval)
+        self._use(await _sp_dial.dial(self.path, self._open, attempts=attempts, interval=interval))
 
     async def redial(self) -> None:
-        """Connect again, 100 ms apart doubling to 1 s (a connect to a missing path costs
-        microseconds; a function eKuiper has not asked for yet waits here), until it works."""
+        """Connect again, 100 ms apart doubling to 1 s (a function eKuiper has not asked for
+        yet waits here), until it works; :class:`trio.ClosedResourceError` once closed."""
         self._drop_connection()
-        delay = REDIAL_MIN
-        while True:
-            if self._closed:
-                raise trio.ClosedResourceError("the function channel was closed")
-            try:
-                await self._connect_once()
-                return
-            except (OSError, trio.TooSlowError, SPProtocolError) as exc:
-                log.debug("redial %s failed (%s)", self.path, exc)
-            await trio.sleep(delay)
-            delay = min(delay * 2, REDIAL_MAX)
+        self._use(await _sp_dial.redial(self.path, self._open, closed=lambda: self._closed))
 
-    async def _connect_once(self) -> None:
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        decoder = FrameDecoder()
-        try:
-            await sock.connect(self.path)
-            await sock.send(connection_header(REQ0))
-            with trio.fail_after(NEGOTIATION_TIMEOUT):
-                received: list[bytes] = []
-                while decoder.peer is None:
-                    data = await sock.recv(RECV_SIZE)
-                    if not data:
-                        raise ConnectionResetError("the peer closed during the SP handshake")
-                    received = decoder.feed(data)
-            if decoder.peer != REP0:
-                raise SPProtocolError(f"peer speaks protocol {decoder.peer:#x}, not Rep")
-        except BaseException:
-            sock.close()
-            raise
+    async def _open(self) -> _sp_dial.SPConnection:
+        return await _sp_dial.open_sp(self.path, REQ0, REP0)
+
+    def _use(self, conn: _sp_dial.SPConnection) -> None:
         if self._closed:
-            sock.close()
+            conn.sock.close()
             raise trio.ClosedResourceError("the function channel was closed")
-        self._sock, self._decoder = sock, decoder
-        self._received = deque(received)
+        self._sock, self._decoder = conn.sock, conn.decoder
+        self._received = deque(conn.received)
 
     @property
     def waiting(self) -> bool:

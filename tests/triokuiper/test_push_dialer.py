@@ -13,7 +13,6 @@ import functools
 import logging
 import os
 import random
-import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -21,8 +20,9 @@ import pynng
 import pytest
 import trio
 import trio.testing
+from sp_peers import raw_listener, recv_exactly
 
-from triokuiper import _push_dialer
+from triokuiper import _sp_dial
 from triokuiper._push_dialer import BUFFER, PushDialer
 from triokuiper._sp import HEADER_SIZE, PULL0, PUSH0, connection_header
 
@@ -228,48 +228,6 @@ async def test_connect_without_a_listener_is_refused(path: str) -> None:
             await dialer.connect(attempts=3, interval=0.01)
 
 
-@contextlib.asynccontextmanager
-async def raw_listener(path: str) -> AsyncIterator[trio.socket.SocketType]:
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        await sock.bind(path)
-        sock.listen()
-        yield sock
-    finally:
-        sock.close()
-
-
-async def _recv_exactly(conn: trio.socket.SocketType, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = await conn.recv(size - len(data))
-        assert chunk
-        data += chunk
-    return data
-
-
-async def test_connect_tries_attempts_times_before_giving_up(path: str) -> None:
-    accepted = 0
-
-    async def hang_up(listener: trio.socket.SocketType) -> None:
-        nonlocal accepted
-        while True:
-            conn, _ = await listener.accept()
-            accepted += 1
-            with conn:  # hang up mid-handshake, after the dialer's header
-                await _recv_exactly(conn, HEADER_SIZE)
-
-    with trio.fail_after(DEADLINE):
-        async with raw_listener(path) as listener, trio.open_nursery() as nursery:
-            nursery.start_soon(hang_up, listener)
-            with pytest.raises(ConnectionRefusedError) as caught:
-                await PushDialer(path).connect(attempts=3, interval=0.01)
-            nursery.cancel_scope.cancel()
-    assert accepted == 3
-    assert isinstance(caught.value.__cause__, ConnectionResetError)
-    assert "closed during the SP handshake" in str(caught.value)
-
-
 async def test_connect_to_an_nng_listener_of_another_protocol_is_refused(path: str) -> None:
     with trio.fail_after(DEADLINE):
         rep = pynng.Rep0(listen=f"ipc://{path}")
@@ -286,7 +244,7 @@ async def test_connect_to_a_raw_peer_answering_push_is_refused(path: str) -> Non
     async def answer_push(listener: trio.socket.SocketType) -> None:
         conn, _ = await listener.accept()
         with conn:
-            headers.append(await _recv_exactly(conn, HEADER_SIZE))
+            headers.append(await recv_exactly(conn, HEADER_SIZE))
             await conn.send(connection_header(PUSH0))
             await trio.sleep_forever()
 
@@ -302,7 +260,7 @@ async def test_connect_to_a_raw_peer_answering_push_is_refused(path: str) -> Non
 async def test_connect_to_a_silent_peer_fails_after_the_negotiation_timeout(
     path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_push_dialer, "NEGOTIATION_TIMEOUT", 0.2)
+    monkeypatch.setattr(_sp_dial, "NEGOTIATION_TIMEOUT", 0.2)
     # a listener that never accepts: the kernel completes connect() from its backlog
     with trio.fail_after(DEADLINE):
         async with raw_listener(path):
