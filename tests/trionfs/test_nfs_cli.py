@@ -215,3 +215,18 @@ def test_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = run(capsys, "cp", "nfs://h/only-one")
     assert status == 2
     assert err.startswith("trionfs cp: ")
+
+
+def test_cp_sparse_always_and_never_decide_the_holes_both_ways(
+    nfs_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dense = tmp_path / "dense.bin"  # written zeros: not sparse, so "auto" would copy it dense
+    dense.write_bytes(b"x" + bytes(2 << 20) + b"y")
+    assert run(capsys, "cp", "--sparse=always", str(dense), nfs_url + "/a.bin")[0] == 0
+    remote = on_disk(nfs_url) / "a.bin"
+    assert remote.read_bytes() == dense.read_bytes()
+    assert remote.stat().st_blocks * 512 < 1 << 20  # the zero blocks became a hole
+    back = tmp_path / "back.bin"
+    assert run(capsys, "cp", "--sparse=never", nfs_url + "/a.bin", str(back))[0] == 0
+    assert back.read_bytes() == dense.read_bytes()
+    assert back.stat().st_blocks * 512 >= 2 << 20  # every byte written, though the source is sparse
