@@ -159,18 +159,26 @@ async def _serve_async(channel: ReqDialer, function: Any, key: str, keepalive: f
     """``async def exec``: the whole channel in this task, no thread (see _req_dialer)."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_keep_alive, channel, key, keepalive)
-        request = HANDSHAKE
-        while True:
-            if not channel.connected:
-                await channel.redial()  # a function eKuiper has not asked for yet, or a break
-                request = HANDSHAKE
-            try:
-                call = await channel.request(request)
-            except (OSError, SPProtocolError) as exc:
-                log.info("%s: eKuiper's channel broke (%s); redialling", key, exc)
-                channel.disconnect()
-                continue
-            request = await answer(function, call)
+        try:
+            await _answer_calls(channel, function, key)
+        except trio.ClosedResourceError:
+            pass  # closed under us (a stop that took too long): the channel is done
+        nursery.cancel_scope.cancel()
+
+
+async def _answer_calls(channel: ReqDialer, function: Any, key: str) -> None:
+    request = HANDSHAKE
+    while True:
+        if not channel.connected:
+            await channel.redial()  # a function eKuiper has not asked for yet, or a break
+            request = HANDSHAKE
+        try:
+            call = await channel.request(request)
+        except (OSError, SPProtocolError) as exc:
+            log.info("%s: eKuiper's channel broke (%s); redialling", key, exc)
+            channel.disconnect()
+            continue
+        request = await answer(function, call)
 
 
 async def _keep_alive(channel: ReqDialer, key: str, keepalive: float) -> None:

@@ -732,3 +732,25 @@ async def test_async_function_keeps_alive_answers_and_redials(path: str) -> None
                 rep.close()
         finally:
             channel.close()
+
+
+async def test_closing_the_channel_under_a_serving_function_ends_it_quietly(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Echo:
+        async def exec(self, args: list[Any], ctx: Any) -> Any:
+            await trio.lowlevel.checkpoint()
+            return args[0]
+
+    with trio.fail_after(DEADLINE):
+        rep = pynng.Rep0(listen=f"ipc://{path}")
+        try:
+            dialer = ReqDialer(path)
+            await dialer.connect()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_serve_async, dialer, Echo(), "func_echo", 5.0)
+                assert await trio.to_thread.run_sync(rep.recv) == HANDSHAKE
+                dialer.close()  # what a stop that timed out does: returns, no error
+        finally:
+            rep.close()
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
