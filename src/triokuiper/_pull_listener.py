@@ -36,6 +36,8 @@ BACKLOG: Final = 256
 """Messages received and not yet taken by the sink before the readers pause."""
 RECV_SIZE: Final = 256 * 1024
 NEGOTIATION_TIMEOUT: Final = 10.0  # nng's
+ACCEPT_RETRY: Final = 0.1
+_ACCEPT_RESOURCE: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class PullListener:
@@ -88,10 +90,15 @@ class PullListener:
                 while True:
                     try:
                         conn, _ = await listener.accept()
-                    except (trio.ClosedResourceError, OSError):
+                    except (trio.ClosedResourceError, OSError) as exc:
                         if self._closed:
                             return
-                        raise
+                        if not isinstance(exc, OSError) or exc.errno not in _ACCEPT_RESOURCE:
+                            raise
+                        # out of fds or memory: keep the peers we have, try again shortly
+                        log.warning("%s: cannot accept (%s); retrying", self.path, exc)
+                        await trio.sleep(ACCEPT_RETRY)
+                        continue
                     self._connections.add(conn)
                     nursery.start_soon(self._read, conn)
         finally:

@@ -12,6 +12,7 @@ import errno
 import functools
 import logging
 import os
+import resource
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +23,7 @@ import pytest
 import trio
 import trio.testing
 
+from triokuiper import _pull_listener
 from triokuiper._pull_listener import BACKLOG, RECV_SIZE, BlockingReceiver, PullListener
 from triokuiper._sp import FRAME_PREFIX, PULL0, PUSH0, connection_header, frame
 
@@ -502,3 +504,32 @@ async def test_blocking_receiver_pump_pauses_at_backlog_and_resumes(path: str) -
                 go.set()
                 receiver.close()
     assert got == messages
+
+
+async def test_running_out_of_fds_pauses_accepting_and_loses_no_peer(
+    path: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_pull_listener, "ACCEPT_RETRY", 0.01)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with trio.fail_after(DEADLINE):
+        async with serving(path) as listener:
+            raw = await raw_connect(path)  # its accept is the one to fail
+            try:
+                await raw.send(PUSH_HEADER + frame(b"one"))
+                assert await collect(listener, 1) == [b"one"]
+                second = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                lowest_free = os.dup(0)  # a new fd takes the lowest free number
+                os.close(lowest_free)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # none left
+                try:
+                    await second.connect(path)  # the kernel queues it; accept() gets EMFILE
+                    await eventually(lambda: "cannot accept" in caplog.text)
+                finally:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+                with second:
+                    await second.send(PUSH_HEADER + frame(b"two"))
+                    assert await collect(listener, 1) == [b"two"]  # accepted once fds are back
+                await raw.send(frame(b"three"))  # the first peer was kept all along
+                assert await collect(listener, 1) == [b"three"]
+            finally:
+                raw.close()
