@@ -110,7 +110,12 @@ class Splicer:
             return None
         if sink.error is not None:
             return None
-        r, w = self._pipe()
+        try:
+            r, w = self._pipe()
+        except OSError as exc:  # out of fds: this copy goes the ordinary way
+            log.debug("no pipe for splicing (%s)", exc)
+            sink.target.enabled = False
+            return None
         want = min(span[1] - position, available, PIPE_SIZE)
         try:
             moved = os.splice(sock, w, want, flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)

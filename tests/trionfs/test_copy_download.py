@@ -176,3 +176,17 @@ async def test_download_survives_a_server_crash_in_the_middle(
     assert reconnects >= 1
     assert n == len(data)
     assert (tmp_path / "back.bin").read_bytes() == data
+
+
+async def test_without_a_pipe_the_download_goes_the_ordinary_way(
+    nfs_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_pipe(flags: int) -> tuple[int, int]:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "pipe2", no_pipe)  # what _payload_sink calls
+    data = os.urandom(5 * RSIZE + 99)
+    (Path(parse_url(nfs_url).path) / "p.bin").write_bytes(data)
+    back = tmp_path / "back.bin"
+    assert await download(nfs_url, "p.bin", back) == len(data)
+    assert back.read_bytes() == data
