@@ -41,7 +41,7 @@ import trio
 
 from ._context import NFS
 from ._file import NFSFile
-from ._splice_copy import splice_copy
+from ._splice_copy import pwrite_ranges, splice_copy
 
 CHUNK = 1 << 20
 BIG_CHUNK = 4 << 20
@@ -88,11 +88,7 @@ def _data_runs(chunk: bytes | bytearray | memoryview, holes: bool = True) -> lis
 
 def _pwrite_runs(fd: int, view: memoryview, at: int, holes: bool) -> None:
     """Write ``view`` at ``at`` (blocking), without its all-zero blocks if ``holes``."""
-    for start, end in _data_runs(view, holes):
-        data = view[start:end]
-        done = 0
-        while done < len(data):
-            done += os.pwrite(fd, data[done:], at + start + done)
+    pwrite_ranges(fd, view, _data_runs(view, holes), at)
 
 
 async def copy_fd_to_nfs(

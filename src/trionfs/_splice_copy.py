@@ -103,13 +103,15 @@ async def _write_ranges(
     copy: _Copy, data: memoryview, ranges: list[tuple[int, int]], at: int
 ) -> None:
     if copy.target.enabled:  # local writes are fast: no thread hop for a few bytes
-        _pwrite_ranges(copy.target.fd, data, ranges, at)
+        pwrite_ranges(copy.target.fd, data, ranges, at)
         await trio.lowlevel.checkpoint()
     else:
-        await trio.to_thread.run_sync(_pwrite_ranges, copy.target.fd, data, ranges, at)
+        await trio.to_thread.run_sync(pwrite_ranges, copy.target.fd, data, ranges, at)
 
 
-def _pwrite_ranges(fd: int, data: memoryview, ranges: list[tuple[int, int]], at: int) -> None:
+def pwrite_ranges(fd: int, data: memoryview, ranges: list[tuple[int, int]], at: int) -> None:
+    """Write ``data[start:end]`` at ``at + start`` for each range (blocking; short writes
+    continued)."""
     for start, end in ranges:
         done = start
         while done < end:
