@@ -26,7 +26,6 @@ import trio
 import trio.testing
 from sp_peers import raw_listener, recv_exactly
 
-from triokuiper import _sp_dial
 from triokuiper._function import _serve_async
 from triokuiper._messages import HANDSHAKE
 from triokuiper._req_dialer import ReqDialer
@@ -495,18 +494,6 @@ async def test_connect_to_a_raw_peer_with_a_non_rep_header_is_refused(
                 await ReqDialer(path).connect(attempts=1)
             nursery.cancel_scope.cancel()
     assert isinstance(caught.value.__cause__, SPProtocolError)
-
-
-async def test_connect_to_a_silent_peer_fails_after_the_negotiation_timeout(
-    path: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_sp_dial, "NEGOTIATION_TIMEOUT", 0.2)
-    # a listener that never accepts: the kernel completes connect() from its backlog
-    with trio.fail_after(DEADLINE):
-        async with raw_listener(path):
-            with pytest.raises(ConnectionRefusedError) as caught:
-                await ReqDialer(path).connect(attempts=1)
-    assert isinstance(caught.value.__cause__, trio.TooSlowError)
 
 
 async def test_a_header_arriving_with_a_reply_keeps_the_reply(path: str) -> None:

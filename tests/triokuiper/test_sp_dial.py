@@ -43,6 +43,19 @@ async def test_the_first_dial_tries_attempts_times_then_is_refused(path: str) ->
     assert "closed during the SP handshake" in str(caught.value)
 
 
+async def test_a_silent_peer_fails_the_dial_after_the_negotiation_timeout(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sp_dial, "NEGOTIATION_TIMEOUT", 0.2)
+    # a listener that never accepts: the kernel completes connect() from its backlog
+    with trio.fail_after(DEADLINE):
+        async with raw_listener(path):
+            opener = partial(_sp_dial.open_sp, path, PUSH0, PULL0)
+            with pytest.raises(ConnectionRefusedError) as caught:
+                await _sp_dial.dial(path, opener, attempts=2, interval=0.01)
+    assert isinstance(caught.value.__cause__, trio.TooSlowError)
+
+
 async def test_messages_in_the_same_read_as_the_header_are_kept(path: str) -> None:
     async def answer(listener: trio.socket.SocketType) -> None:
         conn, _ = await listener.accept()
