@@ -5,7 +5,9 @@ cannot be checked for all-zero blocks, so a sparse source takes the hole-keeping
 window of READs is kept outstanding, each with a :class:`PayloadSink` aiming its data at the
 right offset of the local file; see ``_payload_sink`` for what the reader task does with it.
 The few bytes of each reply that arrive before splicing begins are written with ``pwrite``
-(in a worker thread once local writes proved slow).
+(in a worker thread once local writes proved slow).  A big copy also reserves the local file's
+blocks ahead of its READs in a worker thread (``_reserve``), so that the writes in the event
+loop only copy.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import trio
 
 from ._nfs3 import read3_payload_span
 from ._payload_sink import PayloadSink, SpliceTarget
+from ._reserve import Reserver
 
 if TYPE_CHECKING:
     from ._file import NFSFile
@@ -57,16 +60,25 @@ async def splice_copy(f: NFSFile, fd: int, progress: Progress | None = None) -> 
         f._raise_write_error()
         copy = _Copy(f._pos, SpliceTarget(fd), progress)
         window = trio.Semaphore(f._window)
+        # Reserve the local blocks ahead of the data (see ``_reserve``); local offsets are
+        # NFS offsets minus ``copy.start``.
+        reserver = Reserver.for_copy(fd, 0, f._size - copy.start)
         try:
             async with trio.open_nursery() as nursery:
+                if reserver is not None:
+                    nursery.start_soon(reserver.run)
                 offset = copy.start
                 while offset < copy.eof_at:
                     await window.acquire()
                     if offset >= copy.eof_at:
                         window.release()
                         break
+                    if reserver is not None:
+                        reserver.want(offset - copy.start + f._rsize)
                     nursery.start_soon(_read_chunk, f, copy, offset, window)
                     offset += f._rsize
+                if reserver is not None:
+                    reserver.finish()
         except BaseExceptionGroup as group:
             # the first failure cancels the other READs; several may fail alike (one local
             # file, one server): the caller gets the first, as from a sequential copy
@@ -76,6 +88,8 @@ async def splice_copy(f: NFSFile, fd: int, progress: Progress | None = None) -> 
             raise first from None
         finally:
             f._pos = copy.done_to
+            if reserver is not None:
+                reserver.release()
         return copy.done_to - copy.start
 
 

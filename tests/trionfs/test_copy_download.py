@@ -5,6 +5,7 @@ and replies written in a worker thread after a slow write), local write errors, 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import trio
 
 import trionfs
-from trionfs import _cli_copy, _payload_sink, parse_url
+from trionfs import _cli_copy, _payload_sink, _reserve, parse_url
 from trionfs._cli_copy import HOLE_BLOCK, Sparse, copy_nfs_to_fd
 from trionfs._file import NFSFile
 from trionfs.testing import GaneshaServer
@@ -190,3 +191,104 @@ async def test_without_a_pipe_the_download_goes_the_ordinary_way(
     back = tmp_path / "back.bin"
     assert await download(nfs_url, "p.bin", back) == len(data)
     assert back.read_bytes() == data
+
+
+@pytest.fixture
+def reserve_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Small reservation steps, so that test-sized copies reserve; the calls made."""
+    monkeypatch.setattr(_reserve, "RESERVE_STEP", 4 * RSIZE)
+    monkeypatch.setattr(_reserve, "RESERVE_AHEAD", 8 * RSIZE)
+    calls: list[tuple[int, int]] = []
+    real = _reserve.reserve
+
+    def spy(fd: int, offset: int, length: int) -> None:
+        calls.append((offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(_reserve, "reserve", spy)
+    return calls
+
+
+SLACK = 16 << 10
+"""ext4 counts its extent-tree blocks in ``st_blocks`` too (one 4 KiB block seen here); a
+reservation left behind would be at least a ``RESERVE_STEP`` (256 KiB here)."""
+
+
+def no_blocks_past_the_end(path: Path) -> bool:
+    st = path.stat()
+    return st.st_blocks * 512 <= -(-st.st_size // 4096) * 4096 + SLACK
+
+
+@pytest.mark.parametrize("local", ["tmpfs", "disk"])
+async def test_a_big_download_reserves_ahead_is_exact_and_keeps_no_reservation(
+    nfs_url: str, tmp_path: Path, reserve_spy: list[tuple[int, int]], local: str
+) -> None:
+    data = os.urandom(40 * RSIZE + 123)
+    (Path(parse_url(nfs_url).path) / "big.bin").write_bytes(data)
+    directory = Path("/dev/shm") if local == "tmpfs" else tmp_path
+    back = directory / f"trionfs-reserve-{os.getpid()}.bin"
+    try:
+        assert await download(nfs_url, "big.bin", back) == len(data)
+        assert back.read_bytes() == data
+        assert no_blocks_past_the_end(back)
+    finally:
+        back.unlink()
+    # contiguous steps from 0, never past the source's end
+    assert reserve_spy[0][0] == 0
+    assert all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(reserve_spy))
+    assert reserve_spy[-1][0] + reserve_spy[-1][1] <= len(data)
+    assert len(reserve_spy) >= 2
+
+
+async def test_a_cancelled_reserved_download_keeps_no_reservation(
+    nfs_url: str, tmp_path: Path, reserve_spy: list[tuple[int, int]]
+) -> None:
+    data = os.urandom(40 * RSIZE)
+    (Path(parse_url(nfs_url).path) / "cr.bin").write_bytes(data)
+    back = tmp_path / "back.bin"
+    fd = os.open(back, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        async with await trionfs.open(f"{nfs_url}/cr.bin?rsize={RSIZE}", "rb") as f:
+            assert isinstance(f, NFSFile)
+            seen: list[int] = []
+            with trio.CancelScope() as scope:
+
+                def progress(done: int) -> None:
+                    seen.append(done)
+                    if done >= 4 * RSIZE:
+                        scope.cancel()
+
+                await copy_nfs_to_fd(f, fd, progress)
+            assert scope.cancelled_caught
+    finally:
+        os.close(fd)
+    assert reserve_spy
+    assert no_blocks_past_the_end(back)
+    assert back.read_bytes()[: seen[-1]] == data[: seen[-1]]
+
+
+async def test_a_failing_reserved_download_keeps_no_reservation(
+    nfs_url: str,
+    tmp_path: Path,
+    reserve_spy: list[tuple[int, int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = os.urandom(40 * RSIZE)
+    (Path(parse_url(nfs_url).path) / "fr.bin").write_bytes(data)
+    back = tmp_path / "back.bin"
+    real_splice = os.splice
+    spliced: list[int] = []
+
+    def failing_splice(src: int, dst: int, count: int, *args: object, **kwargs: object) -> int:
+        if kwargs.get("offset_dst") is not None:  # pipe -> file
+            spliced.append(count)
+            if len(spliced) > 8:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_splice(src, dst, count, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "splice", failing_splice)
+    with pytest.raises(OSError, match="No space left") as caught:
+        await download(nfs_url, "fr.bin", back)
+    assert caught.value.errno == errno.ENOSPC
+    assert reserve_spy
+    assert no_blocks_past_the_end(back)
