@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from trionfs import NFSURL, parse_url
-from trionfs._url import DEFAULT_TRANSFER_CAP, normalize_path
+from trionfs._url import DEFAULT_RSIZE, DEFAULT_WSIZE, normalize_path
 
 
 def test_minimal_url_has_libnfs_defaults() -> None:
@@ -17,7 +17,7 @@ def test_minimal_url_has_libnfs_defaults() -> None:
     assert url.retrans == 2
     assert url.total_timeout == 180.0
     assert url.autoreconnect == -1
-    assert url.rsize == url.wsize == DEFAULT_TRANSFER_CAP
+    assert (url.rsize, url.wsize) == (DEFAULT_RSIZE, DEFAULT_WSIZE) == (4 << 20, 1 << 20)
     assert url.uid is None
     assert url.gid is None
 
