@@ -79,11 +79,12 @@ class Reserver:
 
     async def run(self) -> None:
         while not self._finished and self.reserved_to < self.end:
-            if self.reserved_to >= self.wanted_to:
+            # whole steps only (one thread hop per step), the last one up to the end
+            length = min(RESERVE_STEP, self.end - self.reserved_to)
+            if self.reserved_to + length > self.wanted_to:
                 self._wake = trio.Event()
                 await self._wake.wait()
                 continue
-            length = min(RESERVE_STEP, self.wanted_to - self.reserved_to)
             try:
                 # not abandoned on cancel: the fd stays in use until the call returns
                 await trio.to_thread.run_sync(reserve, self.fd, self.reserved_to, length)

@@ -82,6 +82,9 @@ async def test_reserver_stays_ahead_of_what_is_wanted_and_stops_at_the_end(
         await wait_for(lambda: reserver.reserved_to == 2 * MiB)  # AHEAD from the start
         await trio.sleep(0.05)
         assert reserver.reserved_to == 2 * MiB  # and no further until asked
+        reserver.want(MiB // 2)  # ahead would be 2.5 MiB: only whole steps are taken
+        await trio.sleep(0.05)
+        assert reserver.reserved_to == 2 * MiB
         reserver.want(1 * MiB)
         await wait_for(lambda: reserver.reserved_to == 3 * MiB)
         reserver.want(5 * MiB)  # ahead would be 7 MiB: capped at the end
