@@ -310,9 +310,16 @@ def median(values: list[float] | None) -> float | None:
     return statistics.median(values) if values else None
 
 
+def round_ratios(results: Results, measure: str) -> list[float]:
+    """trionfs ÷ libnfs round by round: the two sides of a round ran back to back, so this
+    ratio is less exposed to the machine drifting during a run than the ratio of medians."""
+    pairs = zip(results[f"{measure}|trionfs"], results[f"{measure}|libnfs"], strict=True)
+    return [a / b for a, b in pairs]
+
+
 def report(results: Results) -> None:
     measures = list(dict.fromkeys(key.split("|")[0] for key in results))
-    print(f"{'measure (median)':44} {'trionfs':>9} {'libnfs':>9} {'ratio':>6}"
+    print(f"{'measure (median)':44} {'trionfs':>9} {'libnfs':>9} {'ratio':>6} {'paired':>6}"
           f"   {'client CPU: trionfs':>19} {'libnfs':>7} {'ratio':>6}")  # fmt: skip
     for measure in measures:
         files = "files" in measure
@@ -321,9 +328,10 @@ def report(results: Results) -> None:
         ca, cb = (median(results.get(f"{measure}|{side}|cpu")) for side in ("trionfs", "libnfs"))
         cells = [f"{v:9.1f}" if v is not None else f"{'-':>9}" for v in (a, b)]
         ratio = f"{a / b:6.2f}" if a and b else f"{'-':>6}"
+        paired = f"{median(round_ratios(results, measure)):6.2f}" if a and b else f"{'-':>6}"
         cpu_cells = [f"{v:7.3f}" if v is not None else f"{'-':>7}" for v in (ca, cb)]
         cpu_ratio = f"{cb / ca:6.2f}" if ca and cb else f"{'-':>6}"
-        print(f"{measure + ' ' + unit:44} {cells[0]} {cells[1]} {ratio}"
+        print(f"{measure + ' ' + unit:44} {cells[0]} {cells[1]} {ratio} {paired}"
               f"   {cpu_cells[0]:>12} {cpu_unit} {cpu_cells[1]} {cpu_ratio}")  # fmt: skip
         if files:
             ms = [f"{1000 / v:.3f}" if v else "-" for v in (a, b)]
