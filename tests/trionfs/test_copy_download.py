@@ -117,6 +117,22 @@ async def test_a_local_write_error_ends_the_download_with_it_and_the_mount_works
         os.close(fd)
 
 
+async def copy_cancelled_once(f: NFSFile, fd: int, *, at: int) -> int:
+    """``copy_nfs_to_fd`` cancelled once its progress reaches ``at`` bytes: the last progress
+    count (the local file holds exactly that prefix)."""
+    seen: list[int] = []
+    with trio.CancelScope() as scope:
+
+        def progress(done: int) -> None:
+            seen.append(done)
+            if done >= at:
+                scope.cancel()
+
+        await copy_nfs_to_fd(f, fd, progress)
+    assert scope.cancelled_caught
+    return seen[-1]
+
+
 async def test_cancelled_download_leaves_the_file_usable(nfs_url: str, tmp_path: Path) -> None:
     data = os.urandom(2 << 20)
     (Path(parse_url(nfs_url).path) / "c.bin").write_bytes(data)
@@ -124,21 +140,14 @@ async def test_cancelled_download_leaves_the_file_usable(nfs_url: str, tmp_path:
     try:
         async with await trionfs.open(f"{nfs_url}/c.bin?rsize={RSIZE}", "rb") as f:
             assert isinstance(f, NFSFile)
-            seen: list[int] = []
-            with trio.CancelScope() as scope:
-
-                def progress(done: int) -> None:
-                    seen.append(done)
-                    scope.cancel()  # after the first piece, with READs ahead in flight
-
-                await copy_nfs_to_fd(f, fd, progress)
-            assert scope.cancelled_caught
-            assert 0 < seen[-1] < len(data)
+            # cancelled after the first piece, with READs ahead in flight
+            done = await copy_cancelled_once(f, fd, at=1)
+            assert 0 < done < len(data)
             assert await f.pread(1000, len(data) - 1000) == data[-1000:]
-            assert await f.read(100) == data[seen[-1] : seen[-1] + 100]
+            assert await f.read(100) == data[done : done + 100]
     finally:
         os.close(fd)
-    assert (tmp_path / "back.bin").read_bytes()[: seen[-1]] == data[: seen[-1]]
+    assert (tmp_path / "back.bin").read_bytes()[:done] == data[:done]
 
 
 async def test_download_survives_a_server_crash_in_the_middle(
@@ -250,21 +259,12 @@ async def test_a_cancelled_reserved_download_keeps_no_reservation(
     try:
         async with await trionfs.open(f"{nfs_url}/cr.bin?rsize={RSIZE}", "rb") as f:
             assert isinstance(f, NFSFile)
-            seen: list[int] = []
-            with trio.CancelScope() as scope:
-
-                def progress(done: int) -> None:
-                    seen.append(done)
-                    if done >= 4 * RSIZE:
-                        scope.cancel()
-
-                await copy_nfs_to_fd(f, fd, progress)
-            assert scope.cancelled_caught
+            done = await copy_cancelled_once(f, fd, at=4 * RSIZE)
     finally:
         os.close(fd)
     assert reserve_spy
     assert no_blocks_past_the_end(back)
-    assert back.read_bytes()[: seen[-1]] == data[: seen[-1]]
+    assert back.read_bytes()[:done] == data[:done]
 
 
 async def test_a_failing_reserved_download_keeps_no_reservation(
